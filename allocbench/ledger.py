@@ -1,0 +1,79 @@
+"""The ledger: the only place rollouts, tokens and generation rounds are counted.
+
+Strategies never count their own spending; they call the sampler through the ledger, which
+refuses any request that would overspend the run's budget before a single rollout is drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+from allocbench.errors import BudgetExhausted, ConfigError
+from allocbench.protocols import Outcome, Sampler
+
+
+@dataclass
+class Spend:
+    """Counters over some span (a step, or the whole run)."""
+
+    rollouts: int = 0
+    pilot_rollouts: int = 0  # the part of ``rollouts`` spent on screening requests
+    tokens: int = 0
+    rounds: int = 0
+    prompts: int = 0  # prompt requests served (a prompt asked twice counts twice)
+
+    def add(self, other: Spend) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+class Ledger:
+    """Wraps a ``Sampler``; counts every generated rollout exactly once."""
+
+    def __init__(self, sampler: Sampler, budget: int | None = None):
+        if budget is not None and budget <= 0:
+            raise ConfigError(f"rollout budget must be positive, got {budget}")
+        self._sampler = sampler
+        self.budget = budget
+        self.total = Spend()
+        self.step = Spend()
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.budget is None else self.budget - self.total.rollouts
+
+    def begin_step(self) -> None:
+        self.step = Spend()
+
+    def sample(
+        self, requests: Mapping[int, int], pilot: Mapping[int, int] | None = None
+    ) -> dict[int, Outcome]:
+        """One generation round. ``pilot`` requests go into the same round but are counted as
+        screening rollouts. Returns the outcomes by prompt id."""
+        pilot = pilot or {}
+        both = {**requests, **pilot}
+        if len(both) != len(requests) + len(pilot):
+            raise ValueError("a prompt cannot be both a pilot and a main request in one round")
+        if not both:
+            raise ValueError("empty generation round")
+        if min(both.values()) <= 0:
+            raise ValueError("every request must ask for at least one rollout")
+        asked = sum(both.values())
+        if self.budget is not None and self.total.rollouts + asked > self.budget:
+            raise BudgetExhausted(
+                f"request of {asked} rollouts exceeds the remaining budget of {self.remaining}"
+            )
+        outcomes = self._sampler.sample(both)
+        spend = Spend(
+            rollouts=sum(o.n for o in outcomes),
+            pilot_rollouts=sum(pilot.values()),
+            tokens=int(sum(o.tokens.sum() for o in outcomes)),
+            rounds=1,
+            prompts=len(both),
+        )
+        if spend.rollouts != asked:
+            raise RuntimeError(f"sampler returned {spend.rollouts} rollouts for {asked} asked")
+        self.step.add(spend)
+        self.total.add(spend)
+        return {o.prompt_id: o for o in outcomes}

@@ -1,0 +1,103 @@
+"""The one training loop, shared by sim and real."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from allocbench.data import CandidateStream
+from allocbench.errors import BudgetExhausted, ConfigError, DataTooHard
+from allocbench.ledger import Ledger
+from allocbench.protocols import Environment, Outcome
+from allocbench.schema import COLUMNS
+from allocbench.strategy import StepContext, Strategy
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How long and at what shape one run trains; None takes the environment's default."""
+
+    steps: int = 200
+    seed: int = 0
+    train_batch: int | None = None  # B, prompts per step
+    group_size: int | None = None  # n, the baseline's rollouts per prompt
+    eval_every: int = 10  # steps between evaluations (step 0 and the last are always evaluated)
+    budget: int | None = None  # total rollouts; the run ends before a step would overspend
+
+    def __post_init__(self):
+        for name in ("steps", "eval_every", "train_batch", "group_size", "budget"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def run(
+    env: Environment,
+    strategy: Strategy,
+    config: RunConfig = RunConfig(),
+    on_step: Callable[[dict], None] | None = None,
+) -> pd.DataFrame:
+    """Train with ``strategy`` on ``env``; return one row per step (step 0 = before training).
+
+    ``on_step(row)`` is called after every step (progress bars, Optuna pruning); an exception
+    it raises ends the run. A run whose budget runs out mid-step ends after its last full step.
+    """
+    B = config.train_batch or env.train_batch
+    n = config.group_size or env.group_size
+    data_rng, strategy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(2))
+    ledger = Ledger(env.sampler, config.budget)
+    candidates = CandidateStream(env.prompt_ids, env.epoch_order, data_rng)
+    memory: dict = {}
+    hps = {f"hp_{k}": v for k, v in strategy.resolved(B, n).items()}
+    fixed = dict(env=env.name, scenario=env.scenario, strategy=strategy.name, seed=config.seed)
+    start = time.perf_counter()
+
+    def row(step: int, groups: list[Outcome], evaluate: bool) -> dict:
+        stats = group_stats(groups)
+        acc = env.evaluator.evaluate()["eval_acc"] if evaluate else float("nan")
+        return {**fixed, "step": step, "epoch": candidates.epoch,
+                "cum_rollouts": ledger.total.rollouts, "cum_tokens": ledger.total.tokens,
+                "step_rollouts": ledger.step.rollouts, "pilot_rollouts": ledger.step.pilot_rollouts,
+                **stats, "rounds": ledger.step.rounds, "prompts_seen": ledger.step.prompts,
+                "eval_acc": acc, "wall_s": time.perf_counter() - start, **hps}
+
+    rows = [row(0, [], evaluate=True)]
+    for step in range(1, config.steps + 1):
+        ledger.begin_step()
+        ctx = StepContext(step, B, n, ledger, candidates, memory, strategy_rng)
+        try:
+            groups = strategy.collect(ctx)
+        except BudgetExhausted:
+            break
+        except DataTooHard as e:
+            e.table = _table(rows)
+            raise
+        env.learner.update(groups)
+        last = step == config.steps
+        rows.append(row(step, groups, evaluate=last or step % config.eval_every == 0))
+        if on_step is not None:
+            on_step(rows[-1])
+    return _table(rows)
+
+
+def group_stats(groups: list[Outcome]) -> dict:
+    """The per-step columns computed from the trained groups, vectorised over groups."""
+    if not groups:
+        return dict(trained_rollouts=0, reused_rollouts=0, prompts_trained=0,
+                    zero_var_groups=0, train_reward=float("nan"))
+    rewards = np.concatenate([g.rewards for g in groups])
+    starts = np.cumsum([0] + [g.n for g in groups[:-1]])
+    spread = np.maximum.reduceat(rewards, starts) - np.minimum.reduceat(rewards, starts)
+    return dict(trained_rollouts=len(rewards), reused_rollouts=sum(g.reused for g in groups),
+                prompts_trained=len(groups), zero_var_groups=int((spread == 0).sum()),
+                train_reward=float(rewards.mean()))
+
+
+def _table(rows: list[dict]) -> pd.DataFrame:
+    table = pd.DataFrame(rows)
+    hp_cols = [c for c in table.columns if c.startswith("hp_")]
+    return table[list(COLUMNS) + hp_cols]

@@ -1,0 +1,78 @@
+"""The tidy result schema: one row per (run, step), shared by sim and real."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+# name -> meaning; the order is the column order of every results table
+COLUMNS = {
+    "env": "environment: sim or real",
+    "scenario": "sim scenario or real preset",
+    "strategy": "registered strategy name",
+    "seed": "run seed",
+    "step": "training step; 0 is the evaluation before training",
+    "epoch": "data-loader epoch the step ended in",
+    "cum_rollouts": "rollouts generated so far (ledger), filtered and pilot ones included",
+    "cum_tokens": "tokens generated so far (ledger)",
+    "step_rollouts": "rollouts generated in this step",
+    "pilot_rollouts": "of those, rollouts spent on screening (pilot) requests",
+    "trained_rollouts": "rollouts in the groups trained on this step (reused ones included)",
+    "reused_rollouts": "rollouts trained on that were not generated (cached answers)",
+    "rounds": "generation rounds (batched sampler calls) in this step",
+    "prompts_seen": "prompt requests served in this step",
+    "prompts_trained": "groups trained on in this step",
+    "zero_var_groups": "trained groups whose rewards were all equal (no gradient)",
+    "train_reward": "mean reward of the trained rollouts",
+    "eval_acc": "held-out accuracy; NaN on steps without an evaluation",
+    "wall_s": "seconds since the run started",
+}
+KEY = ["env", "scenario", "strategy", "seed", "step"]
+
+
+def check_table(table: pd.DataFrame) -> None:
+    """Raise ValueError when ``table`` breaks the schema."""
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"results table lacks columns: {', '.join(missing)}")
+    extra = [c for c in table.columns if c not in COLUMNS and not c.startswith("hp_")]
+    if extra:
+        raise ValueError(f"results table has unknown columns: {', '.join(extra)}")
+    if table.duplicated(KEY).any():
+        raise ValueError("results table has more than one row for some (run, step)")
+    for _, run in table.groupby(["env", "scenario", "strategy", "seed"], sort=False):
+        if (run["cum_rollouts"].diff().dropna() < 0).any():
+            raise ValueError("cum_rollouts decreases within a run")
+
+
+def write_atomic(path: Path, write) -> None:
+    """Write a file through ``write(tmp_path)`` and move it into place in one rename, so a
+    crash never leaves a partial file under ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_table(table: pd.DataFrame, path: Path) -> None:
+    check_table(table)
+    path = Path(path)
+    if path.suffix == ".csv":
+        write_atomic(path, lambda tmp: table.to_csv(tmp, index=False))
+    else:
+        write_atomic(path, lambda tmp: table.to_parquet(tmp, index=False))
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    path = Path(path)
+    table = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    check_table(table)
+    return table

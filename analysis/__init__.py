@@ -1,0 +1,1 @@
+"""Figures and reports from results tables; reads tables, never runs environments."""
