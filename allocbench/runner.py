@@ -14,6 +14,8 @@ from allocbench.errors import BudgetExhausted, ConfigError, DataTooHard
 from allocbench.ledger import Ledger
 from allocbench.protocols import Environment, Outcome
 from allocbench.schema import COLUMNS
+
+EVAL_COLUMNS = [c for c in COLUMNS if c.startswith("eval_")]
 from allocbench.strategy import StepContext, Strategy
 
 
@@ -56,16 +58,18 @@ def run(
     fixed = dict(env=env.name, scenario=env.scenario, strategy=strategy.name, seed=config.seed)
     start = time.perf_counter()
 
-    def row(step: int, groups: list[Outcome], evaluate: bool) -> dict:
+    def row(step: int, groups: list[Outcome], learned: dict, evaluate: bool) -> dict:
         stats = group_stats(groups)
-        acc = env.evaluator.evaluate()["eval_acc"] if evaluate else float("nan")
+        scores = env.evaluator.evaluate() if evaluate else {}
+        evals = {k: scores.get(k, float("nan")) for k in EVAL_COLUMNS}
         return {**fixed, "step": step, "epoch": candidates.epoch,
                 "cum_rollouts": ledger.total.rollouts, "cum_tokens": ledger.total.tokens,
                 "step_rollouts": ledger.step.rollouts, "pilot_rollouts": ledger.step.pilot_rollouts,
                 **stats, "rounds": ledger.step.rounds, "prompts_seen": ledger.step.prompts,
-                "eval_acc": acc, "wall_s": time.perf_counter() - start, **hps}
+                **evals, "wall_s": time.perf_counter() - start, **hps,
+                **{f"learn_{k}": v for k, v in learned.items()}}
 
-    rows = [row(0, [], evaluate=True)]
+    rows = [row(0, [], {}, evaluate=True)]
     for step in range(1, config.steps + 1):
         ledger.begin_step()
         ctx = StepContext(step, B, n, ledger, candidates, memory, strategy_rng)
@@ -76,9 +80,9 @@ def run(
         except DataTooHard as e:
             e.table = _table(rows)
             raise
-        env.learner.update(groups)
+        learned = env.learner.update(groups)
         last = step == config.steps
-        rows.append(row(step, groups, evaluate=last or step % config.eval_every == 0))
+        rows.append(row(step, groups, learned, evaluate=last or step % config.eval_every == 0))
         if on_step is not None:
             on_step(rows[-1])
     return _table(rows)
@@ -88,16 +92,20 @@ def group_stats(groups: list[Outcome]) -> dict:
     """The per-step columns computed from the trained groups, vectorised over groups."""
     if not groups:
         return dict(trained_rollouts=0, reused_rollouts=0, prompts_trained=0,
-                    zero_var_groups=0, train_reward=float("nan"))
+                    zero_var_groups=0, train_reward=float("nan"), group_reward_var=float("nan"))
     rewards = np.concatenate([g.rewards for g in groups])
     starts = np.cumsum([0] + [g.n for g in groups[:-1]])
+    sizes = np.diff(np.append(starts, len(rewards)))
+    means = np.add.reduceat(rewards, starts) / sizes
+    variances = np.add.reduceat(rewards**2, starts) / sizes - means**2
     spread = np.maximum.reduceat(rewards, starts) - np.minimum.reduceat(rewards, starts)
     return dict(trained_rollouts=len(rewards), reused_rollouts=sum(g.reused for g in groups),
                 prompts_trained=len(groups), zero_var_groups=int((spread == 0).sum()),
-                train_reward=float(rewards.mean()))
+                train_reward=float(rewards.mean()), group_reward_var=float(variances.mean()))
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     hp_cols = [c for c in table.columns if c.startswith("hp_")]
-    return table[list(COLUMNS) + hp_cols]
+    learn_cols = [c for c in table.columns if c.startswith("learn_")]
+    return table[list(COLUMNS) + hp_cols + learn_cols]

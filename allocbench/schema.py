@@ -27,10 +27,16 @@ COLUMNS = {
     "prompts_trained": "groups trained on in this step",
     "zero_var_groups": "trained groups whose rewards were all equal (no gradient)",
     "train_reward": "mean reward of the trained rollouts",
+    "group_reward_var": "mean over trained groups of the group's reward variance",
     "eval_acc": "held-out accuracy; NaN on steps without an evaluation",
+    "eval_solved_share": "share of held-out prompts with pass rate >= 0.95 (NaN if not evaluated)",
+    "eval_unsolved_share": "share of held-out prompts with pass rate <= 0.05 (NaN if not evaluated)",
     "wall_s": "seconds since the run started",
 }
 KEY = ["env", "scenario", "strategy", "seed", "step"]
+# besides COLUMNS: hp_<name> (the strategy's resolved hyper-parameters) and learn_<name> (what
+# the environment's Learner.update returned: the sim's advantage signal, a real loss, ...)
+OPTIONAL_PREFIXES = ("hp_", "learn_")
 
 
 def check_table(table: pd.DataFrame) -> None:
@@ -38,7 +44,7 @@ def check_table(table: pd.DataFrame) -> None:
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"results table lacks columns: {', '.join(missing)}")
-    extra = [c for c in table.columns if c not in COLUMNS and not c.startswith("hp_")]
+    extra = [c for c in table.columns if c not in COLUMNS and not c.startswith(OPTIONAL_PREFIXES)]
     if extra:
         raise ValueError(f"results table has unknown columns: {', '.join(extra)}")
     if table.duplicated(KEY).any():

@@ -91,7 +91,9 @@ class SimEvaluator:
         self.world = world
 
     def evaluate(self) -> dict:
-        return {"eval_acc": float(self.world.pass_rate(self.world.eval_ids).mean())}
+        p = self.world.pass_rate(self.world.eval_ids)
+        return {"eval_acc": float(p.mean()), "eval_solved_share": float((p >= 0.95).mean()),
+                "eval_unsolved_share": float((p <= 0.05).mean())}
 
 
 def make_env(scenario: str = "default", seed: int = 0, **overrides) -> Environment:
