@@ -58,7 +58,8 @@ def speedup_table(table: pd.DataFrame, target: float,
     final_acc = evaluated(last).groupby("strategy")["eval_acc"]
     rounds = table[table["step"] > 0].groupby("strategy")["rounds"].mean()
     rows = []
-    for name, curve in curves.groupby("strategy", sort=False):
+    for name in table["strategy"].unique():  # in the order the strategies were run
+        curve = curves[curves["strategy"] == name]
         row = {"strategy": name, "target": target,
                "rollouts_to_target": first_reaching(curve, target),
                "tokens_to_target": first_reaching(curve, target, "cum_tokens"),

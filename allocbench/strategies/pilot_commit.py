@@ -17,7 +17,7 @@ class PilotCommit(Strategy):
     earlier pilot accuracy p̂ fell in the keep band [lower, 1 - upper] and wait in a replay
     buffer; a trained group is pilot + commit rollouts. Prompts with p̂ >= ``evict_threshold``
     leave the data from the next epoch; buffer entries older than ``max_staleness`` steps are
-    dropped and the buffer is emptied at epoch end. ``score="variance"`` is the abstract's
+    dropped (so no commit is staler than that) and the buffer is emptied at epoch end. ``score="variance"`` is the abstract's
     reading instead: admit every pilot with p̂(1-p̂) > 0 and commit the highest p̂(1-p̂) first.
 
     Paper symbols: n_explore = pilot_n, n = commit_n, diversity_threshold_lower/upper =
@@ -67,6 +67,10 @@ class PilotCommit(Strategy):
         pilot_n, commit_n, gen_batch_size = self.shape(ctx.train_batch, ctx.group_size)
         # prompt id -> (its pilot rollouts, step they were drawn at); insertion-ordered
         buffer: dict[int, tuple[Outcome, int]] = ctx.memory.setdefault("buffer", {})
+        # The recipe flushes after a step, so it can commit max_staleness + 1 steps late;
+        # flushing before the step keeps every commit within the bound.
+        for i in [i for i, (_, added) in buffer.items() if ctx.step - added > self.max_staleness]:
+            del buffer[i]
         batch: list[Outcome] = []
         rounds = 0
         while len(batch) < ctx.train_batch:
@@ -88,9 +92,6 @@ class PilotCommit(Strategy):
             for o in np.array(pilots, dtype=object)[self.keep(accuracy)]:
                 buffer[o.prompt_id] = (o, ctx.step)
             ctx.candidates.exclude(fresh[accuracy >= self.evict_threshold])
-
-        for i in [i for i, (_, added) in buffer.items() if ctx.step - added > self.max_staleness]:
-            del buffer[i]
         return batch
 
     def keep(self, accuracy: np.ndarray) -> np.ndarray:

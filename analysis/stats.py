@@ -1,0 +1,288 @@
+"""Statistics behind the figures: confidence intervals over seeds, rollouts-to-target and
+speed-ups with seed-bootstrap intervals, and Kendall's tau between two rankings.
+
+Conventions (the figure captions repeat them):
+
+- A run is one (env, scenario, strategy, seed); seeds are the unit of replication. Steps of one
+  run are not independent and are never resampled.
+- Curves are averaged over seeds step by step (as ``allocbench.metrics.mean_curve``); bands
+  are two-sided Student-t intervals of that mean over seeds.
+- "Rollouts to target" is read off the seed-mean curve (DESIGN.md); its interval comes from a
+  percentile bootstrap that redraws seeds with replacement and recomputes the seed-mean
+  curve. When every strategy has the same seeds they are redrawn jointly (paired by seed: in
+  the simulator a seed fixes the prompt pool). Draws whose mean curve never reaches the target
+  have no value; intervals are taken over the draws that do, and the share of those is kept.
+
+numpy/pandas only: the t quantile comes from the regularised incomplete beta function below.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+LEVEL = 0.95
+N_BOOT = 2000
+
+
+# --- Student t ------------------------------------------------------------------------------
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny, eps = 1e-300, 3e-16
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),
+                   -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                     + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(q: float, df: float) -> float:
+    """The ``q`` quantile of Student's t (bisection on ``t_cdf``; |error| < 1e-10)."""
+    if not 0.0 < q < 1.0 or df <= 0:
+        raise ValueError(f"t_quantile needs 0 < q < 1 and df > 0, got q={q}, df={df}")
+    if q < 0.5:
+        return -t_quantile(1.0 - q, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < q:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_cdf(mid, df) < q:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-10:
+            break
+    return 0.5 * (lo + hi)
+
+
+def t_interval(values, level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean, low, high): the two-sided Student-t interval of the mean of ``values`` (NaNs
+    dropped). With one value the interval is that value (no spread to estimate)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return (math.nan, math.nan, math.nan)
+    mean = float(v.mean())
+    if len(v) == 1:
+        return (mean, mean, mean)
+    half = t_quantile(0.5 + level / 2.0, len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return (mean, mean - half, mean + half)
+
+
+def mean_band(table: pd.DataFrame, by: list[str], value: str, level: float = LEVEL) -> pd.DataFrame:
+    """Per group of ``by``: mean, low and high (t-interval) of ``value`` and the count n."""
+    rows = []
+    for key, g in table.groupby(by, sort=True):
+        mean, lo, hi = t_interval(g[value], level)
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key)), "mean": mean, "low": lo, "high": hi,
+                     "n": int(g[value].notna().sum())})
+    return pd.DataFrame(rows, columns=[*by, "mean", "low", "high", "n"])
+
+
+# --- bootstrap ------------------------------------------------------------------------------
+
+def bootstrap_ci(sample, statistic=np.mean, n_boot: int = N_BOOT, level: float = LEVEL,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """(point, low, high): ``statistic`` of ``sample`` and its percentile-bootstrap interval
+    (``n_boot`` resamples with replacement drawn from ``numpy.random.default_rng(seed)``).
+    ``statistic`` maps a 1-d array to a number; resamples where it is NaN are dropped."""
+    x = np.asarray(sample, dtype=float)
+    if len(x) == 0:
+        return (math.nan, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
+    draws = np.array([statistic(x[i]) for i in idx], dtype=float)
+    return (float(statistic(x)), *percentile_interval(draws, level))
+
+
+def percentile_interval(draws, level: float = LEVEL) -> tuple[float, float]:
+    d = np.asarray(draws, dtype=float)
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return (math.nan, math.nan)
+    lo, hi = np.percentile(d, [50 * (1 - level), 50 * (1 + level)])
+    return (float(lo), float(hi))
+
+
+# --- rollouts to target -----------------------------------------------------------------------
+
+@dataclass
+class SeedCurves:
+    """One strategy's evaluated curves as (seed x eval-step) arrays."""
+
+    seeds: np.ndarray
+    acc: np.ndarray  # eval_acc
+    x: np.ndarray  # the budget column (cum_rollouts or cum_tokens)
+
+
+def seed_curves(table: pd.DataFrame, column: str = "cum_rollouts") -> dict[str, SeedCurves]:
+    """Per strategy: its evaluated rows pivoted to (seed x step) arrays. A run that stopped
+    early has NaN at the steps it lacks. Raises ValueError when a strategy has two rows for
+    one (seed, step) (the table mixes configurations)."""
+    ev = table[table["eval_acc"].notna()]
+    out = {}
+    for name, g in ev.groupby("strategy", sort=False):
+        if g.duplicated(["seed", "step"]).any():
+            raise ValueError(f"strategy {name!r} has several rows for one (seed, step): the table "
+                             "mixes environments, scenarios or hyper-parameter settings; select one")
+        acc = g.pivot(index="seed", columns="step", values="eval_acc").sort_index(axis=1)
+        x = g.pivot(index="seed", columns="step", values=column).reindex_like(acc)
+        out[name] = SeedCurves(acc.index.to_numpy(), acc.to_numpy(float), x.to_numpy(float))
+    return out
+
+
+def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=axis)
+
+
+def reach(acc: np.ndarray, x: np.ndarray, target: float) -> np.ndarray:
+    """For mean curves along the last axis: x at the first point whose accuracy >= target,
+    NaN where none does."""
+    hit = np.nan_to_num(acc, nan=-np.inf) >= target
+    first = hit.argmax(axis=-1)
+    value = np.take_along_axis(x, first[..., None], axis=-1)[..., 0]
+    return np.where(hit.any(axis=-1), value, np.nan)
+
+
+def _draws(curves: dict[str, SeedCurves], n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """Seed-index draws per strategy: one shared draw when all have the same seeds."""
+    rng = np.random.default_rng(seed)
+    seed_sets = {tuple(c.seeds) for c in curves.values()}
+    if len(seed_sets) == 1:
+        s = len(next(iter(seed_sets)))
+        shared = rng.integers(0, s, size=(n_boot, s))
+        return {name: shared for name in curves}
+    return {name: rng.integers(0, len(c.seeds), size=(n_boot, len(c.seeds)))
+            for name, c in curves.items()}
+
+
+def rollouts_to_target(table: pd.DataFrame, target: float, column: str = "cum_rollouts",
+                       n_boot: int = N_BOOT, seed: int = 0) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """({strategy: value on the seed-mean curve}, {strategy: bootstrap draws}) of ``column``
+    (cum_rollouts or cum_tokens) at the first evaluation whose seed-mean accuracy reaches
+    ``target``; NaN = not reached."""
+    curves = seed_curves(table, column)
+    draws = _draws(curves, n_boot, seed)
+    point, boot = {}, {}
+    for name, c in curves.items():
+        point[name] = float(reach(_nanmean(c.acc, 0), _nanmean(c.x, 0), target))
+        idx = draws[name]
+        boot[name] = reach(_nanmean(c.acc[idx], 1), _nanmean(c.x[idx], 1), target)
+    return point, boot
+
+
+def speedup_ci(table: pd.DataFrame, target: float, references=("grpo", "dapo"),
+               column: str = "cum_rollouts", n_boot: int = N_BOOT, level: float = LEVEL,
+               seed: int = 0) -> pd.DataFrame:
+    """Speed-up of every strategy over each reference present: rollouts_ref / rollouts_strategy
+    to ``target`` on seed-mean curves (DESIGN.md), with its percentile-bootstrap interval over
+    seeds. Columns: strategy, reference, rollouts, ref_rollouts, speedup, low, high, valid
+    (share of bootstrap draws in which both curves reach the target)."""
+    point, boot = rollouts_to_target(table, target, column, n_boot, seed)
+    rows = []
+    for ref in references:
+        if ref not in point:
+            continue
+        for name in point:
+            if name == ref:
+                continue
+            ratio = boot[ref] / boot[name]
+            ok = np.isfinite(ratio)
+            lo, hi = percentile_interval(ratio[ok], level)
+            rows.append({"strategy": name, "reference": ref, "target": target,
+                         "rollouts": point[name], "ref_rollouts": point[ref],
+                         "speedup": point[ref] / point[name], "low": lo, "high": hi,
+                         "valid": float(ok.mean())})
+    return pd.DataFrame(rows, columns=["strategy", "reference", "target", "rollouts", "ref_rollouts",
+                                       "speedup", "low", "high", "valid"])
+
+
+# --- rank agreement -----------------------------------------------------------------------------
+
+def kendall_tau(x, y) -> float:
+    """Kendall's tau-b between two equally long score vectors (ties counted as in tau-b;
+    +inf is an ordinary value, tied with other +inf). NaN when either has no two distinct
+    values."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) != len(y):
+        raise ValueError("kendall_tau needs two vectors of the same length")
+    i, j = np.triu_indices(len(x), k=1)
+    with np.errstate(invalid="ignore"):
+        dx = np.sign(np.where(x[i] == x[j], 0.0, x[i] - x[j]))
+        dy = np.sign(np.where(y[i] == y[j], 0.0, y[i] - y[j]))
+    s = float((dx * dy).sum())
+    n0 = len(i)
+    nx, ny = n0 - int((dx == 0).sum()), n0 - int((dy == 0).sum())
+    if nx == 0 or ny == 0:
+        return math.nan
+    return s / math.sqrt(nx * ny)
+
+
+def ranks(scores) -> np.ndarray:
+    """1 = best (lowest score); ties share the average rank; NaN counts as +inf (worst)."""
+    s = pd.Series(np.nan_to_num(np.asarray(scores, dtype=float), nan=np.inf))
+    return s.rank(method="average").to_numpy()
+
+
+def rank_agreement(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float, real_target: float,
+                   n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0) -> dict:
+    """Kendall's tau between the strategies' rollouts-to-target in two tables (each at its own
+    target; not reached = worst), over the strategies both have, with a percentile-bootstrap
+    interval that redraws the seeds of each table independently.
+
+    Returns dict(strategies, sim_score, real_score, sim_rank, real_rank, tau, low, high, valid).
+    """
+    common = [s for s in pd.unique(sim["strategy"]) if s in set(real["strategy"])]
+    if len(common) < 2:
+        raise ValueError("fewer than two strategies in both tables: no ranking to compare")
+    sim_pt, sim_boot = rollouts_to_target(sim[sim["strategy"].isin(common)], sim_target,
+                                          n_boot=n_boot, seed=seed)
+    real_pt, real_boot = rollouts_to_target(real[real["strategy"].isin(common)], real_target,
+                                            n_boot=n_boot, seed=seed + 1)
+    inf = lambda v: np.nan_to_num(np.asarray(v, dtype=float), nan=np.inf)  # noqa: E731
+    s_pt, r_pt = inf([sim_pt[s] for s in common]), inf([real_pt[s] for s in common])
+    taus = np.array([kendall_tau(inf([sim_boot[s][b] for s in common]),
+                                 inf([real_boot[s][b] for s in common])) for b in range(n_boot)])
+    lo, hi = percentile_interval(taus, level)
+    return {"strategies": common, "sim_score": s_pt, "real_score": r_pt,
+            "sim_rank": ranks(s_pt), "real_rank": ranks(r_pt), "tau": kendall_tau(s_pt, r_pt),
+            "low": lo, "high": hi, "valid": float(np.isfinite(taus).mean())}

@@ -1,0 +1,81 @@
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from allocbench.cli import main
+
+SMALL = ["--seeds", "2", "--steps", "20", "--quiet"]
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_compare_writes_table_figure_and_speedups(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code, stdout, _ = run_cli(["compare", "--out", str(out), *SMALL], capsys)
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy_vs_rollouts.png", "runs.parquet", "speedup.csv"]
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert set(runs.strategy) == {"grpo", "dapo", "pilot_commit"} and set(runs.seed) == {0, 1}
+    speedup = pd.read_csv(out / "speedup.csv")
+    assert speedup.strategy.tolist() == ["grpo", "dapo", "pilot_commit"]
+    assert speedup.loc[0, "speedup_vs_grpo"] == 1.0
+    assert (out / "accuracy_vs_rollouts.png").read_bytes()[:4] == b"\x89PNG"
+    assert "target accuracy" in stdout
+
+
+def test_compare_refuses_to_overwrite_and_keeps_what_was_written(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "runs.parquet").write_bytes(b"precious")
+    code, _, err = run_cli(["compare", "--out", str(out), *SMALL], capsys)
+    assert code == 2 and "would overwrite" in err
+    assert (out / "runs.parquet").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--strategies", "grpo,nope"], "unknown strategy 'nope'"),
+    (["--scenario", "nope"], "unknown scenario 'nope'"),
+    (["--set", "pilot_commit.pilot_fraction=1.5"], "pilot_commit.pilot_fraction must be in (0.0, 1.0)"),
+    (["--set", "pilot_commit.pilot_fraction=0"], "pilot_commit.pilot_fraction must be in (0.0, 1.0)"),
+    (["--budget", "0"], "budget must be a positive integer"),
+    (["--set", "dapo.nope=1"], "dapo has no hyper-parameter nope"),
+    (["--seeds", "0"], "--seeds must be positive"),
+    (["--config", "/nonexistent/x.toml"], "No such file"),
+])
+def test_bad_input_one_error_line_nonzero_exit_no_files(tmp_path, capsys, args, message):
+    out = tmp_path / "cmp"
+    code, stdout, err = run_cli(["compare", "--out", str(out), *SMALL, *args], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("allocbench: error:") and message in err
+    assert not out.exists()
+
+
+def test_missing_output_parent_is_an_error(tmp_path, capsys):
+    code, _, err = run_cli(["compare", "--out", str(tmp_path / "no" / "such"), *SMALL], capsys)
+    assert code == 2 and "parent does not exist" in err
+    assert not (tmp_path / "no").exists()
+
+
+def test_config_file_sets_hyper_parameters(tmp_path, capsys):
+    config = tmp_path / "pc.toml"
+    config.write_text("[strategies.pilot_commit]\npilot_fraction = 0.5\n")
+    out = tmp_path / "cmp"
+    code, _, _ = run_cli(["compare", "--out", str(out), "--strategies", "grpo,pilot_commit",
+                          "--config", str(config), *SMALL], capsys)
+    assert code == 0
+    runs = pd.read_parquet(out / "runs.parquet")
+    pc = runs[runs.strategy == "pilot_commit"]
+    assert (pc.hp_pilot_fraction == 0.5).all() and (pc.hp_pilot_n == 8).all() and (pc.hp_commit_n == 8).all()
+
+
+def test_strategies_lists_the_registry_and_console_script_works():
+    result = subprocess.run([sys.executable, "-m", "allocbench.cli", "strategies"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for name in ["grpo", "dapo", "pilot_commit", "pilot_fraction = 0.25", "max_num_gen_batches = 10"]:
+        assert name in result.stdout

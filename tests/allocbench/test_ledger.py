@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from allocbench import BudgetExhausted, ConfigError, Ledger
+from tests.conftest import FixedSampler
+
+
+def test_counts_every_rollout_once_and_pilots_separately():
+    sampler = FixedSampler(np.full(10, 0.5), tokens_per_rollout=7)
+    ledger = Ledger(sampler)
+    out = ledger.sample({0: 4, 1: 4}, pilot={2: 2, 3: 2})
+    assert set(out) == {0, 1, 2, 3}
+    assert len(sampler.calls) == 1  # one round, one sampler call
+    assert ledger.total.rollouts == 12 and ledger.total.pilot_rollouts == 4
+    assert ledger.total.tokens == 12 * 7 and ledger.total.rounds == 1 and ledger.total.prompts == 4
+    ledger.begin_step()
+    ledger.sample({5: 3})
+    assert (ledger.step.rollouts, ledger.total.rollouts, ledger.total.rounds) == (3, 15, 2)
+
+
+def test_never_overspends_the_budget():
+    sampler = FixedSampler(np.full(10, 0.5))
+    ledger = Ledger(sampler, budget=10)
+    ledger.sample({0: 6})
+    with pytest.raises(BudgetExhausted):
+        ledger.sample({1: 5})
+    assert ledger.total.rollouts == 6 and len(sampler.calls) == 1  # refused before sampling
+    ledger.sample({1: 4})
+    assert ledger.remaining == 0
+
+
+def test_rejects_bad_requests():
+    ledger = Ledger(FixedSampler(np.full(10, 0.5)))
+    with pytest.raises(ValueError):
+        ledger.sample({0: 2}, pilot={0: 2})
+    with pytest.raises(ValueError):
+        ledger.sample({0: 0})
+    with pytest.raises(ConfigError):
+        Ledger(FixedSampler(np.ones(2)), budget=0)

@@ -1,0 +1,51 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from allocbench.metrics import default_target, first_reaching, speedup_table
+
+
+def hand_table():
+    """Two seeds each of grpo (1000 rollouts per step) and pc (1500 per step)."""
+    rows = []
+    accs = {("grpo", 0): [0.1, 0.3, 0.5, 0.6], ("grpo", 1): [0.1, 0.3, 0.4, 0.6],
+            ("pc", 0): [0.1, 0.5, 0.6, 0.7], ("pc", 1): [0.1, 0.4, 0.6, 0.7]}
+    for (strategy, seed), acc in accs.items():
+        per_step = 1000 if strategy == "grpo" else 1500
+        for step, a in enumerate(acc):
+            rows.append(dict(env="sim", scenario="t", strategy=strategy, seed=seed, step=step,
+                             cum_rollouts=step * per_step, cum_tokens=step * per_step * 10,
+                             rounds=1, eval_acc=a))
+    return pd.DataFrame(rows)
+
+
+def test_target_defaults_to_grpo_peak_of_the_seed_mean():
+    assert default_target(hand_table()) == pytest.approx(0.6)
+
+
+def test_rollouts_to_target_by_hand():
+    table = hand_table()
+    out = speedup_table(table, target=0.6).set_index("strategy")
+    # grpo seed mean: 0.1, 0.3, 0.45, 0.6 -> reaches 0.6 at step 3 = 3000 rollouts
+    # pc seed mean: 0.1, 0.45, 0.6, 0.7 -> step 2 = 3000 rollouts
+    assert out.loc["grpo", "rollouts_to_target"] == 3000
+    assert out.loc["pc", "rollouts_to_target"] == 3000
+    assert out.loc["pc", "tokens_to_target"] == 30000
+    assert out.loc["pc", "speedup_vs_grpo"] == pytest.approx(1.0)
+    out = speedup_table(table, target=0.45).set_index("strategy")
+    # grpo mean reaches 0.45 at step 2 (2000); pc at step 1 (1500); per seed: grpo 2000/3000
+    assert out.loc["grpo", "rollouts_to_target"] == 2000
+    assert out.loc["pc", "rollouts_to_target"] == 1500
+    assert out.loc["pc", "speedup_vs_grpo"] == pytest.approx(2000 / 1500)
+    assert out.loc["grpo", "rollouts_to_target_std"] == pytest.approx(np.std([2000, 3000], ddof=1))
+    # per seed ratios: seed 0: 2000/1500, seed 1: 3000/3000
+    assert out.loc["pc", "speedup_vs_grpo_std"] == pytest.approx(np.std([2000 / 1500, 1.0], ddof=1))
+    assert "speedup_vs_dapo" not in out.columns
+
+
+def test_a_target_never_reached_gives_nan():
+    table = hand_table()
+    out = speedup_table(table, target=0.65).set_index("strategy")
+    assert np.isnan(out.loc["grpo", "rollouts_to_target"])
+    assert out.loc["pc", "seeds_reached"] == 2 and out.loc["grpo", "seeds_reached"] == 0
+    assert np.isnan(first_reaching(table[table.strategy == "grpo"], 0.9))

@@ -1,0 +1,83 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import allocbench as ab
+from allocbench.schema import COLUMNS, check_table, read_table, write_table
+from sim import make_env
+
+
+@pytest.fixture(scope="module")
+def pc_table():
+    return ab.run(make_env("default", seed=3), ab.make_strategy("pilot_commit"),
+                  ab.RunConfig(steps=30, seed=3, eval_every=5))
+
+
+def test_rows_satisfy_the_schema(pc_table):
+    check_table(pc_table)
+    assert list(pc_table.columns[: len(COLUMNS)]) == list(COLUMNS)
+    assert pc_table.step.tolist() == list(range(31))
+    assert pc_table.eval_acc.notna().tolist() == [s % 5 == 0 for s in range(31)]
+    assert {"hp_pilot_fraction", "hp_pilot_n", "hp_commit_n", "hp_gen_batch_size"} <= set(pc_table.columns)
+    assert (pc_table.hp_pilot_n == 4).all() and (pc_table.hp_commit_n == 12).all()
+
+
+def test_cumulative_counts_are_the_sum_of_step_counts(pc_table):
+    assert (pc_table.step_rollouts.cumsum() == pc_table.cum_rollouts).all()
+    assert (pc_table.pilot_rollouts <= pc_table.step_rollouts).all()
+    assert pc_table.cum_tokens.is_monotonic_increasing
+
+
+def test_same_seed_same_table_other_seed_other_table(pc_table):
+    again = ab.run(make_env("default", seed=3), ab.make_strategy("pilot_commit"),
+                   ab.RunConfig(steps=30, seed=3, eval_every=5))
+    pd.testing.assert_frame_equal(pc_table.drop(columns="wall_s"), again.drop(columns="wall_s"))
+    other = ab.run(make_env("default", seed=4), ab.make_strategy("pilot_commit"),
+                   ab.RunConfig(steps=30, seed=4, eval_every=5))
+    assert not np.allclose(other.eval_acc.dropna(), pc_table.eval_acc.dropna())
+
+
+def test_budget_ends_the_run_without_overspending():
+    table = ab.run(make_env("default", seed=0), ab.make_strategy("dapo"),
+                   ab.RunConfig(steps=100, budget=20_000))
+    assert table.cum_rollouts.iloc[-1] <= 20_000
+    assert table.cum_rollouts.iloc[-1] + 3 * 64 * 16 > 20_000  # stopped only when the next round would not fit
+    assert len(table) < 101
+
+
+def test_on_step_sees_every_row_and_can_stop_the_run():
+    seen = []
+
+    def stop_at_five(row):
+        seen.append(row["step"])
+        if row["step"] == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ab.run(make_env("default"), ab.make_strategy("grpo"), ab.RunConfig(steps=20), on_step=stop_at_five)
+    assert seen == [1, 2, 3, 4, 5]
+
+
+def test_table_round_trips_through_parquet_and_csv(pc_table, tmp_path):
+    for name in ["runs.parquet", "runs.csv"]:
+        write_table(pc_table, tmp_path / name)
+        back = read_table(tmp_path / name)
+        assert back.shape == pc_table.shape
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv", "runs.parquet"]  # no temp files left
+
+
+def test_schema_check_rejects_broken_tables(pc_table):
+    with pytest.raises(ValueError, match="lacks"):
+        check_table(pc_table.drop(columns="cum_rollouts"))
+    with pytest.raises(ValueError, match="more than one row"):
+        check_table(pd.concat([pc_table, pc_table.iloc[[3]]]))
+    shuffled = pc_table.copy()
+    shuffled.loc[5, "cum_rollouts"] = 0
+    with pytest.raises(ValueError, match="decreases"):
+        check_table(shuffled)
+
+
+@pytest.mark.parametrize("bad", [dict(steps=0), dict(eval_every=0), dict(budget=0), dict(train_batch=-1)])
+def test_bad_run_config_is_refused(bad):
+    with pytest.raises(ab.ConfigError):
+        ab.RunConfig(**bad)
