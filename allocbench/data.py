@@ -50,6 +50,16 @@ class CandidateStream:
         self._order, self._pos = order, 0
         self.epoch += 1
 
+    def state(self) -> dict:
+        """Everything needed to continue the stream exactly where it is (for checkpoints)."""
+        return dict(epoch=self.epoch, order=self._order, pos=self._pos,
+                    excluded=set(self._excluded), rng=self._rng.bit_generator.state)
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self._order, self._pos = state["epoch"], state["order"], state["pos"]
+        self._excluded = set(state["excluded"])
+        self._rng.bit_generator.state = state["rng"]
+
     def take(self, k: int) -> np.ndarray:
         if self._pos + k > len(self._order):
             self._new_epoch(k)

@@ -7,6 +7,7 @@ protocol"); strategies and the runner see nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
 import numpy as np
@@ -78,3 +79,7 @@ class Environment:
     train_batch: int  # prompts per step (B) the scenario's baseline uses
     group_size: int  # rollouts per prompt (n) the scenario's baseline uses
     info: dict = field(default_factory=dict)
+    # checkpoint hooks: write / read the environment's own state (model, optimizer, RNGs) in a
+    # folder the runner provides; None for an environment that cannot resume
+    save: Callable[[Path], None] | None = None
+    load: Callable[[Path], None] | None = None

@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from allocbench.checkpoint import Checkpoint
 from allocbench.data import CandidateStream
 from allocbench.errors import BudgetExhausted, ConfigError, DataTooHard
 from allocbench.ledger import Ledger
@@ -42,11 +43,14 @@ def run(
     strategy: Strategy,
     config: RunConfig = RunConfig(),
     on_step: Callable[[dict], None] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> pd.DataFrame:
     """Train with ``strategy`` on ``env``; return one row per step (step 0 = before training).
 
     ``on_step(row)`` is called after every step (progress bars, Optuna pruning); an exception
     it raises ends the run. A run whose budget runs out mid-step ends after its last full step.
+    With ``checkpoint``, the run saves its state every ``checkpoint.every`` steps and, when the
+    folder already holds a checkpoint of the same run, resumes from it.
     """
     B = config.train_batch or env.train_batch
     n = config.group_size or env.group_size
@@ -56,7 +60,16 @@ def run(
     memory: dict = {}
     hps = {f"hp_{k}": v for k, v in strategy.resolved(B, n).items()}
     fixed = dict(env=env.name, scenario=env.scenario, strategy=strategy.name, seed=config.seed)
-    start = time.perf_counter()
+    fingerprint = {**fixed, **hps, "train_batch": B, "group_size": n, "budget": config.budget,
+                   "eval_every": config.eval_every}
+    rows: list[dict] = []
+    saved = checkpoint.load(fingerprint, env.load) if checkpoint else None
+    if saved is not None:
+        rows, memory = saved["rows"], saved["memory"]
+        ledger.total = saved["ledger"]
+        candidates.restore(saved["candidates"])
+        strategy_rng.bit_generator.state = saved["strategy_rng"]
+    start = time.perf_counter() - (rows[-1]["wall_s"] if rows else 0.0)
 
     def row(step: int, groups: list[Outcome], learned: dict, evaluate: bool) -> dict:
         stats = group_stats(groups)
@@ -69,8 +82,14 @@ def run(
                 **evals, "wall_s": time.perf_counter() - start, **hps,
                 **{f"learn_{k}": v for k, v in learned.items()}}
 
-    rows = [row(0, [], {}, evaluate=True)]
-    for step in range(1, config.steps + 1):
+    def save(step: int) -> None:
+        checkpoint.save(step, dict(fingerprint=fingerprint, rows=rows, memory=memory,
+                                   ledger=ledger.total, candidates=candidates.state(),
+                                   strategy_rng=strategy_rng.bit_generator.state), env.save)
+
+    if not rows:
+        rows.append(row(0, [], {}, evaluate=True))
+    for step in range(len(rows), config.steps + 1):
         ledger.begin_step()
         ctx = StepContext(step, B, n, ledger, candidates, memory, strategy_rng)
         try:
@@ -83,6 +102,8 @@ def run(
         learned = env.learner.update(groups)
         last = step == config.steps
         rows.append(row(step, groups, learned, evaluate=last or step % config.eval_every == 0))
+        if checkpoint is not None and (last or step % checkpoint.every == 0):
+            save(step)
         if on_step is not None:
             on_step(rows[-1])
     return _table(rows)

@@ -84,7 +84,7 @@ class Strategy:
             space = f.metadata.get("search")
             if space is None:
                 continue
-            if f.metadata.get("choices") is not None or isinstance(space[0], str):
+            if f.metadata.get("choices") is not None or isinstance(space[0], (str, bool)):
                 params[f.name] = trial.suggest_categorical(f.name, list(space))
             elif isinstance(f.default, float) or isinstance(space[0], float):
                 params[f.name] = trial.suggest_float(f.name, *space, log=f.metadata["log"])
@@ -101,6 +101,10 @@ def _check_field(strategy: str, f: dataclasses.Field, value: Any) -> None:
         if "None" in kind:
             return
         raise ConfigError(f"{where} must be set")
+    if "bool" in kind:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return
     if m.get("choices") is not None:
         if value not in m["choices"]:
             raise ConfigError(f"{where} must be one of {', '.join(map(str, m['choices']))}; got {value!r}")

@@ -17,6 +17,8 @@ every reward and length drawn and every update's noise.
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -40,6 +42,17 @@ class SimWorld:
             np.full(sc.n_skills, sc.loading_concentration), size=total)
         self.skill = np.zeros(sc.n_skills)
         self.eval_ids = np.arange(sc.pool_size, total)
+
+    def save(self, folder: Path) -> None:
+        state = dict(skill=self.skill, rollout_rng=self.rollout_rng.bit_generator.state,
+                     update_rng=self.update_rng.bit_generator.state)
+        (folder / "world.pkl").write_bytes(pickle.dumps(state))
+
+    def load(self, folder: Path) -> None:
+        state = pickle.loads((folder / "world.pkl").read_bytes())
+        self.skill = state["skill"]
+        self.rollout_rng.bit_generator.state = state["rollout_rng"]
+        self.update_rng.bit_generator.state = state["update_rng"]
 
     def pass_rate(self, ids: np.ndarray) -> np.ndarray:
         capped = self.sc.skill_cap * np.tanh(self.skill / self.sc.skill_cap)
@@ -106,4 +119,4 @@ def make_env(scenario: str = "default", seed: int = 0, **overrides) -> Environme
         evaluator=SimEvaluator(world), prompt_ids=pool,
         epoch_order=lambda rng: rng.permutation(pool),
         train_batch=sc.train_batch, group_size=sc.group_size,
-        info={"steps": sc.steps, "world": world})
+        info={"steps": sc.steps, "world": world}, save=world.save, load=world.load)

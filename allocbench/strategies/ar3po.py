@@ -31,8 +31,7 @@ class AR3PO(Strategy):
                                 low=1, search=(1, 16), log=True)
     max_rollouts: int | None = hyper(None, "most rollouts a prompt gets in a step; default the run's n",
                                      low=1, search=(4, 64), log=True)
-    reuse: bool = hyper(True, "add a cached correct answer to all-wrong groups",
-                        choices=(True, False), search=(True, False))
+    reuse: bool = hyper(True, "add a cached correct answer to all-wrong groups", search=(True, False))
 
     def shape(self, group_size: int) -> tuple[int, int]:
         """(stage_n, max_rollouts) for a run with this n."""

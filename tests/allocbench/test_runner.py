@@ -81,3 +81,32 @@ def test_schema_check_rejects_broken_tables(pc_table):
 def test_bad_run_config_is_refused(bad):
     with pytest.raises(ab.ConfigError):
         ab.RunConfig(**bad)
+
+
+@pytest.mark.parametrize("strategy", ["pilot_commit", "dapo"])
+def test_a_killed_run_resumes_to_the_same_table(tmp_path, strategy):
+    config = ab.RunConfig(steps=40, seed=2, eval_every=5)
+    whole = ab.run(make_env("default", seed=2), ab.make_strategy(strategy), config)
+
+    def kill_at_23(row):
+        if row["step"] == 23:
+            raise KeyboardInterrupt
+
+    checkpoint = ab.Checkpoint(tmp_path / "ckpt", every=10)
+    with pytest.raises(KeyboardInterrupt):
+        ab.run(make_env("default", seed=2), ab.make_strategy(strategy), config,
+               on_step=kill_at_23, checkpoint=checkpoint)
+    assert checkpoint.latest().name == "step-000020"
+    steps_after_resume = []
+    resumed = ab.run(make_env("default", seed=2), ab.make_strategy(strategy), config,
+                     on_step=lambda row: steps_after_resume.append(row["step"]), checkpoint=checkpoint)
+    assert steps_after_resume == list(range(21, 41))  # steps 21-23 recomputed, none twice
+    pd.testing.assert_frame_equal(whole.drop(columns="wall_s"), resumed.drop(columns="wall_s"))
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["latest", "step-000040"]
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    checkpoint = ab.Checkpoint(tmp_path, every=5)
+    ab.run(make_env("default"), ab.make_strategy("grpo"), ab.RunConfig(steps=5), checkpoint=checkpoint)
+    with pytest.raises(ab.ConfigError, match="another run"):
+        ab.run(make_env("default"), ab.make_strategy("pilot_commit"), ab.RunConfig(steps=5), checkpoint=checkpoint)

@@ -90,3 +90,11 @@ def test_bad_hyper_parameters_are_refused(bad):
 def test_a_stage_larger_than_the_cap_is_refused():
     with pytest.raises(ab.ConfigError, match="exceeds max_rollouts"):
         ab.run(scripted_env([[0]]), ab.make_strategy("ar3po", stage_n=16), ab.RunConfig(steps=1))
+
+
+def test_reuse_must_be_a_boolean():
+    import allocbench as ab
+    import pytest
+
+    with pytest.raises(ab.ConfigError, match="true or false"):
+        ab.make_strategy("ar3po", reuse=1)
