@@ -7,9 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-RUN = ["env", "scenario", "strategy", "seed"]
-
-
 def evaluated(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["eval_acc"].notna()]
 
@@ -39,36 +36,46 @@ def default_target(table: pd.DataFrame, reference: str = "grpo") -> float:
     return float(curve["eval_acc"].max())
 
 
+def per_run(table: pd.DataFrame, target: float) -> pd.DataFrame:
+    """One row per (strategy, seed): that run's rollouts and tokens to ``target`` (NaN if it
+    never got there), its last evaluated accuracy and its mean generation rounds per step."""
+    def one(run: pd.DataFrame) -> pd.Series:
+        ev = evaluated(run)
+        steps = run[run["step"] > 0]
+        return pd.Series({"rollouts": first_reaching(ev, target),
+                          "tokens": first_reaching(ev, target, "cum_tokens"),
+                          "final_acc": float(ev.sort_values("step")["eval_acc"].iloc[-1]),
+                          "rounds": float(steps["rounds"].mean()) if len(steps) else np.nan})
+    return table.groupby(["strategy", "seed"], sort=False).apply(one, include_groups=False).reset_index()
+
+
 def speedup_table(table: pd.DataFrame, target: float,
                   references: tuple[str, ...] = ("grpo", "dapo")) -> pd.DataFrame:
-    """One row per strategy: rollouts and tokens to ``target`` on the seed-averaged curve, the
-    per-seed spread, and speed-ups against each reference present in the table.
+    """One row per strategy, in the order they were run: rollouts and tokens to ``target`` on
+    the seed-averaged curve, their spread over seeds (std of the per-seed values, among seeds
+    that reached it), final accuracy and generation rounds per step with their spread, and
+    speed-ups against each reference present in the table.
 
     ``speedup_vs_X`` is rollouts_X / rollouts_strategy on the seed-averaged curves;
     ``speedup_vs_X_std`` is the spread of the same ratio over seeds paired by seed number,
     among seeds where both reached the target.
     """
     curves = mean_curve(table)
-    ev = evaluated(table)
-    per_seed = (ev.groupby(["strategy", "seed"])
-                  .apply(lambda run: first_reaching(run, target), include_groups=False)
-                  .rename("rollouts").reset_index())
-    seeds = per_seed.pivot(index="seed", columns="strategy", values="rollouts")
-    last = table.sort_values("step").groupby(RUN).tail(1)
-    final_acc = evaluated(last).groupby("strategy")["eval_acc"]
-    rounds = table[table["step"] > 0].groupby("strategy")["rounds"].mean()
+    runs = per_run(table, target)
+    seeds = runs.pivot(index="seed", columns="strategy", values="rollouts")
     rows = []
-    for name in table["strategy"].unique():  # in the order the strategies were run
-        curve = curves[curves["strategy"] == name]
-        row = {"strategy": name, "target": target,
-               "rollouts_to_target": first_reaching(curve, target),
-               "tokens_to_target": first_reaching(curve, target, "cum_tokens"),
-               "rollouts_to_target_std": float(seeds[name].std()),
-               "seeds_reached": int(seeds[name].notna().sum()), "seeds": int(curve["seeds"].max()),
-               "final_acc": float(final_acc.mean().get(name, np.nan)),
-               "final_acc_std": float(final_acc.std().get(name, np.nan)),
-               "rounds_per_step": float(rounds.get(name, np.nan))}
-        rows.append(row)
+    for name in table["strategy"].unique():
+        curve, mine = curves[curves["strategy"] == name], runs[runs["strategy"] == name]
+        rows.append({"strategy": name, "target": target,
+                     "rollouts_to_target": first_reaching(curve, target),
+                     "rollouts_to_target_std": float(mine["rollouts"].std()),
+                     "tokens_to_target": first_reaching(curve, target, "cum_tokens"),
+                     "tokens_to_target_std": float(mine["tokens"].std()),
+                     "seeds_reached": int(mine["rollouts"].notna().sum()), "seeds": len(mine),
+                     "final_acc": float(mine["final_acc"].mean()),
+                     "final_acc_std": float(mine["final_acc"].std()),
+                     "rounds_per_step": float(mine["rounds"].mean()),
+                     "rounds_per_step_std": float(mine["rounds"].std())})
     out = pd.DataFrame(rows)
     for ref in references:
         if ref not in set(out["strategy"]):

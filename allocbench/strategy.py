@@ -73,7 +73,8 @@ class Strategy:
 
     def resolved(self, train_batch: int, group_size: int) -> dict:
         """Hyper-parameters as this run uses them (defaults that depend on B or n filled in);
-        they become the ``hp_*`` columns of the results table."""
+        they become the ``hp_*`` columns of the results table. The runner calls it before the
+        first step, so checks that need B or n belong here (raise ConfigError)."""
         return dataclasses.asdict(self)
 
     @classmethod

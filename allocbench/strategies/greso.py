@@ -23,9 +23,13 @@ class GRESO(Strategy):
 
     Paper symbols: p_easy, p_hard = explore_easy, explore_hard (initial values; 0.5 in the
     scripts); alpha (targeted zero-variance share, 25%) = target_zero_var, split 1/3 easy and
-    2/3 hard by easy_share; Delta p (0.01) = step_size; the clip range [0.05, 0.95] =
+    2/3 hard by easy_share (our reading of the paper; the split is not in the code we read); Delta p (0.01) = step_size; the clip range [0.05, 0.95] =
     explore_min, explore_max; the 0.01 floor on p^k = min_keep; sampling_batch_size =
     gen_batch_size; the 1.25 factor of the adaptive refill size = oversample.
+
+    The first round is 1.5 x B, not dapo's 3 x B: GRESO saves rollouts through fewer and
+    smaller refill rounds, so with a first round large enough to fill every step it would only
+    change which prompts are rolled out, not how many.
 
     Simplified: a refill round rolls out ceil(missing / (1 - zero-variance share so far) x
     oversample) prompts (capped at gen_batch_size) without the recipe's 64-prompt minimum; easy
@@ -57,8 +61,8 @@ class GRESO(Strategy):
         0.01, "floor on a prompt's rollout probability p^k, however long its streak",
         low=0.0, high=1.0, open_low=True)
     gen_batch_size: int | None = hyper(
-        None, "prompts rolled out in a step's first round (after skipping); default 3 x B, "
-        "as dapo", low=1)
+        None, "prompts rolled out in a step's first round (after skipping); default 1.5 x B "
+        "(the scripts' sampling_batch_size 384 for 256)", low=1)
     oversample: float = hyper(
         1.25, "a refill round rolls out missing / (1 - zero-variance share) x this prompts",
         low=1.0, search=(1.0, 2.0))
@@ -73,10 +77,13 @@ class GRESO(Strategy):
 
     def resolved(self, train_batch: int, group_size: int) -> dict:
         return {**super().resolved(train_batch, group_size),
-                "gen_batch_size": self.gen_batch_size or 3 * train_batch}
+                "gen_batch_size": self.first_round(train_batch)}
+
+    def first_round(self, train_batch: int) -> int:
+        return self.gen_batch_size or math.ceil(1.5 * train_batch)
 
     def collect(self, ctx: StepContext) -> list[Outcome]:
-        gen_batch_size = self.gen_batch_size or 3 * ctx.train_batch
+        gen_batch_size = self.first_round(ctx.train_batch)
         # prompt id -> +k: its last k groups were all-correct, -k: all-wrong, 0: informative
         streak: dict[int, int] = ctx.memory.setdefault("streak", {})
         explore = ctx.memory.setdefault("explore", {"easy": self.explore_easy,

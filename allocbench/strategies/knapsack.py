@@ -35,7 +35,8 @@ class Knapsack(Strategy):
     Simplified: p_i is the last observed pass rate shrunk toward prior_p by prior_strength
     pseudo-rollouts (a prompt never rolled out gets prior_p), which also stands in for the
     paper's fallback handling of prompts with no success yet; rollout cost is one unit per
-    rollout (not tokens).
+    rollout (not tokens); rollouts whose marginal value is exactly 0 (p-hat 0 or 1, possible
+    only at prior_strength 0) are left unspent rather than spread.
     """
 
     min_n: int = hyper(2, "fewest rollouts a prompt gets (N_low)", low=1, search=(1, 8))
@@ -90,5 +91,8 @@ class Knapsack(Strategy):
         N = np.arange(self.min_n, max_n)[None, :]  # marginal of the (N+1)-th rollout
         q = (1 - p)[:, None]
         marginal = GAINS[self.gain](p)[:, None] * (p[:, None] ** N * q + q**N * p[:, None])
+        extra = min(extra, int((marginal > 0).sum()))  # a rollout worth nothing is not spent
+        if extra == 0:
+            return counts
         top = np.argpartition(-marginal.ravel(), extra - 1)[:extra]
         return counts + np.bincount(top // marginal.shape[1], minlength=len(p))

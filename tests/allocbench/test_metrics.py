@@ -41,6 +41,9 @@ def test_rollouts_to_target_by_hand():
     # per seed ratios: seed 0: 2000/1500, seed 1: 3000/3000
     assert out.loc["pc", "speedup_vs_grpo_std"] == pytest.approx(np.std([2000 / 1500, 1.0], ddof=1))
     assert "speedup_vs_dapo" not in out.columns
+    assert out.loc["grpo", "tokens_to_target_std"] == pytest.approx(np.std([20000, 30000], ddof=1))
+    assert out.loc["pc", "final_acc"] == pytest.approx(0.7) and out.loc["pc", "final_acc_std"] == 0
+    assert out.loc["pc", "rounds_per_step"] == 1 and out.loc["pc", "rounds_per_step_std"] == 0
 
 
 def test_a_target_never_reached_gives_nan():

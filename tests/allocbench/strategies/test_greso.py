@@ -68,8 +68,10 @@ def test_exploration_probabilities_follow_the_target_from_the_second_epoch():
 
 def test_greso_spends_fewer_rollouts_than_dapo_on_an_easy_scenario():
     config = ab.RunConfig(steps=60, seed=0, train_batch=8, group_size=8)
+    # dapo with greso's first-round size (1.5 x B): the pre-rollout skip is the only difference
     tables = {name: ab.run(make_env("easy", seed=0, pool_size=400, eval_size=50),
-                           ab.make_strategy(name), config) for name in ("dapo", "greso")}
+                           ab.make_strategy(name, gen_batch_size=12), config)
+              for name in ("dapo", "greso")}
     greso, dapo = tables["greso"], tables["dapo"]
     assert (greso.prompts_trained[1:] == 8).all() and (greso.zero_var_groups[1:] == 0).all()
     assert greso.epoch.max() >= 3
