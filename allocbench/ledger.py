@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Mapping
 
+import numpy as np
+
 from allocbench.errors import BudgetExhausted, ConfigError
 from allocbench.protocols import Outcome, Sampler
 
@@ -68,7 +70,7 @@ class Ledger:
         spend = Spend(
             rollouts=sum(o.n for o in outcomes),
             pilot_rollouts=sum(pilot.values()),
-            tokens=int(sum(o.tokens.sum() for o in outcomes)),
+            tokens=int(np.concatenate([o.tokens for o in outcomes]).sum()),
             rounds=1,
             prompts=len(both),
         )

@@ -32,7 +32,7 @@ class Outcome:
 
     @property
     def mean(self) -> float:
-        return float(self.rewards.mean())
+        return float(self.rewards.sum()) / len(self.rewards)  # ndarray.mean's overhead shows at 10^5 calls
 
     @property
     def std(self) -> float:

@@ -75,9 +75,10 @@ class SimSampler:
         # log-normal with the given mean: mu = log(mean) - sigma^2 / 2
         lengths = mean_len * np.exp(sc.len_sigma * rng.standard_normal(len(p)) - sc.len_sigma**2 / 2)
         tokens = np.minimum(np.rint(lengths), sc.max_tokens).astype(np.int64)
-        cuts = np.cumsum(counts)[:-1]
-        return [Outcome(int(i), r, t) for i, r, t in
-                zip(ids.tolist(), np.split(rewards, cuts), np.split(tokens, cuts))]
+        ends = np.cumsum(counts).tolist()
+        # slicing views per prompt; np.split costs several times more for thousands of pieces
+        return [Outcome(i, rewards[a:b], tokens[a:b])
+                for i, a, b in zip(ids.tolist(), [0] + ends[:-1], ends)]
 
 
 class SimLearner:
