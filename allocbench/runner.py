@@ -75,7 +75,7 @@ def run(
         stats = group_stats(groups)
         scores = env.evaluator.evaluate() if evaluate else {}
         evals = {k: scores.get(k, float("nan")) for k in EVAL_COLUMNS}
-        return {**fixed, "step": step, "epoch": candidates.epoch,
+        return {**fixed, "step": step, "train_batch": B, "group_size": n, "epoch": candidates.epoch,
                 "cum_rollouts": ledger.total.rollouts, "cum_tokens": ledger.total.tokens,
                 "step_rollouts": ledger.step.rollouts, "pilot_rollouts": ledger.step.pilot_rollouts,
                 **stats, "rounds": ledger.step.rounds, "prompts_seen": ledger.step.prompts,

@@ -15,6 +15,8 @@ COLUMNS = {
     "strategy": "registered strategy name",
     "seed": "run seed",
     "step": "training step; 0 is the evaluation before training",
+    "train_batch": "prompts per step (B) of the run",
+    "group_size": "the baseline's rollouts per prompt (n) of the run",
     "epoch": "data-loader epoch the step ended in",
     "cum_rollouts": "rollouts generated so far (ledger), filtered and pilot ones included",
     "cum_tokens": "tokens generated so far (ledger)",

@@ -13,6 +13,7 @@ import zlib
 import matplotlib
 
 matplotlib.use("Agg")  # figures are files; never need a screen
+import matplotlib.collections  # noqa: E402
 import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -47,12 +48,44 @@ def order(names) -> list[str]:
     return [n for n in KNOWN if n in names] + sorted(n for n in names if n not in KNOWN)
 
 
+def _colour_order() -> list[str]:
+    """The usual strategies, then every registered one by name: each keeps its colour in every
+    figure and every report, whichever subset a table holds."""
+    global _COLOUR_ORDER
+    if _COLOUR_ORDER is None:
+        try:
+            from allocbench.strategy import strategy_names
+
+            registered = strategy_names()
+        except Exception:  # the registry is a nicety here, never a reason to fail a figure
+            registered = []
+        _COLOUR_ORDER = list(KNOWN) + sorted(set(registered) - set(KNOWN))
+    return _COLOUR_ORDER
+
+
+_COLOUR_ORDER: list[str] | None = None
+
+
 def color(name: str):
-    """A strategy's colour, the same in every figure and every report."""
-    palette = sns.color_palette("colorblind", 10)
-    if name in KNOWN:
-        return palette[KNOWN.index(name)]
-    return palette[len(KNOWN) + zlib.crc32(name.encode()) % (10 - len(KNOWN))]
+    """A strategy's colour, the same in every figure and every report (20 distinct colours:
+    seaborn's colorblind palette, then its dark one)."""
+    palette = sns.color_palette("colorblind", 10) + sns.color_palette("dark", 10)
+    known = _colour_order()
+    if name in known and known.index(name) < len(palette):
+        return palette[known.index(name)]
+    return palette[zlib.crc32(name.encode()) % len(palette)]
+
+
+def _many(names) -> bool:
+    """Too many strategies for a legend inside the axes."""
+    return len(set(names)) > 4
+
+
+def _outside_legend(fig, ax, ncols: int = 3) -> None:
+    """The legend under the axes, for figures with many strategies."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, handlelength=1.4,
+               columnspacing=1.0)
 
 
 def _need(table: pd.DataFrame, columns, what: str) -> pd.DataFrame:
@@ -66,7 +99,8 @@ def _label(table: pd.DataFrame, extra: str = "") -> str:
     parts = [f"{e} · {s}" for e, s in table[["env", "scenario"]].drop_duplicates().itertuples(index=False)]
     seeds = table.groupby("strategy")["seed"].nunique()
     n = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
-    return f"{'; '.join(parts)} ({n} seeds{extra})"
+    head, tail = "; ".join(parts), f"({n} seeds{extra})"
+    return f"{head}\n{tail}" if len(head) + len(tail) > 38 else f"{head} {tail}"  # fits COL
 
 
 def _budget_axis(ax, x: str) -> None:
@@ -95,16 +129,20 @@ def accuracy_vs_rollouts(table: pd.DataFrame, target: float | None = None,
         raise NoData("accuracy curve: no evaluated steps (eval_acc is NaN everywhere)")
     curves = mean_curve(ev)
     band = stats.mean_band(ev, ["strategy", "step"], "eval_acc", level)
-    fig, ax = plt.subplots(figsize=(COL, 2.5), layout="constrained")
+    many = _many(curves["strategy"])
+    fig, ax = plt.subplots(figsize=(COL, 3.2 if many else 2.5), layout="constrained")
     for name in order(curves["strategy"]):
         c = curves[curves["strategy"] == name].merge(band, on=["strategy", "step"])
         ax.plot(c[x], c["eval_acc"], label=name, color=color(name))
-        ax.fill_between(c[x], c["low"], c["high"], color=color(name), alpha=0.2, lw=0)
+        ax.fill_between(c[x], c["low"], c["high"], color=color(name), alpha=0.07 if many else 0.2, lw=0)
     if target is not None:
         ax.axhline(target, ls="--", color="0.35", lw=0.9, label=f"target {target:.3f}")
     _budget_axis(ax, x)
     ax.set(ylabel="held-out accuracy", title=_label(table, f", mean ± {level:.0%} CI"))
-    _legend(ax, loc="lower right")
+    if many:
+        _outside_legend(fig, ax)
+    else:
+        _legend(ax, loc="lower right")
     return fig
 
 
@@ -119,48 +157,52 @@ def accuracy_vs_tokens(table: pd.DataFrame, target: float | None = None,
 def speedup_bars(table: pd.DataFrame, target: float, references=REFERENCES,
                  n_boot: int = stats.N_BOOT, level: float = stats.LEVEL, seed: int = 0,
                  speedups: pd.DataFrame | None = None) -> plt.Figure:
-    """Rollouts-to-target speed-up of each strategy over each reference present (one colour
-    per reference), with seed-bootstrap ``level`` intervals as error bars. Bars: one per
-    (strategy, reference) pair whose speed-up is defined (both reach the target).
-    ``speedups`` is ``stats.speedup_ci``'s table when already computed."""
+    """Rollouts-to-target speed-up of each strategy over each reference present: one panel per
+    reference, one horizontal bar per other strategy in its colour, with seed-bootstrap
+    ``level`` intervals as error bars and the value written beside it. Bars: one per
+    (strategy, reference) pair (length 0, marked "not reached", when either curve misses the
+    target). ``speedups`` is ``stats.speedup_ci``'s table when already computed."""
     theme()
     if speedups is None:
         speedups = stats.speedup_ci(table, target, references, n_boot=n_boot, level=level, seed=seed)
     if speedups.empty:
         raise NoData(f"speed-ups: none of the references ({', '.join(references)}) is in the table")
-    names = order(speedups["strategy"])
+    names = order(speedups["strategy"].tolist() + speedups["reference"].tolist())
     refs = [r for r in references if r in set(speedups["reference"])]
-    width = 0.8 / len(refs)
-    hatches = [None, "////", "xxxx", "...."]
-    fig, ax = plt.subplots(figsize=(COL, 2.4), layout="constrained")
-    top = 1.0
-    for k, ref in enumerate(refs):
+    finite = speedups[["speedup", "high"]].to_numpy(float)
+    top = float(np.nanmax(np.r_[finite[np.isfinite(finite)], 1.0]))
+    fig, axes = plt.subplots(1, len(refs), figsize=(COL, 0.75 + 0.24 * len(names)), sharey=True,
+                             layout="constrained", squeeze=False)
+    for ax, ref in zip(axes[0], refs):
         rows = speedups[speedups["reference"] == ref].set_index("strategy")
         for i, name in enumerate(names):
-            xpos = i + (k - (len(refs) - 1) / 2) * width
+            if name == ref:
+                ax.text(0.03 * top, i, "(reference)", va="center", ha="left", fontsize=6.5, color="0.45")
             if name not in rows.index:
                 continue
             r = rows.loc[name]
             if not np.isfinite(r["speedup"]):
-                ax.text(xpos, 0.04, "not\nreached", ha="center", va="bottom", fontsize=6, color="0.3")
+                ax.barh(i, 0, 0.7, color=color(name))
+                ax.text(0.03 * top, i, "not reached", va="center", ha="left", fontsize=6.5, color="0.3")
                 continue
-            ax.bar(xpos, r["speedup"], width * 0.9, color=color(name), alpha=1.0 if k == 0 else 0.55,
-                   hatch=hatches[k % len(hatches)], edgecolor="white", lw=0)
+            ax.barh(i, r["speedup"], 0.7, color=color(name))
+            right = r["speedup"]
             if np.isfinite(r["low"]):
-                ax.errorbar(xpos, r["speedup"], yerr=[[max(r["speedup"] - r["low"], 0)],
-                                                      [max(r["high"] - r["speedup"], 0)]],
-                            color="0.15", lw=0.9, capsize=2)
-            hi = max(r["high"], r["speedup"]) if np.isfinite(r["high"]) else r["speedup"]
-            ax.text(xpos, hi + 0.02 * top, f"{r['speedup']:.2f}×", ha="center", va="bottom", fontsize=6.5)
-            top = max(top, hi)
-    ax.axhline(1.0, color="0.3", lw=0.8, ls="--")
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylim(0, top * 1.18)
-    ax.set(ylabel="speed-up in rollouts\nto target (×)", title=_label(table, f", target {target:.3f}"))
-    proxies = [matplotlib.patches.Patch(facecolor="0.45", alpha=1.0 if k == 0 else 0.55,
-                                        hatch=hatches[k % len(hatches)], edgecolor="white", lw=0)
-               for k in range(len(refs))]
-    ax.legend(proxies, [f"vs {r}" for r in refs], loc="upper left", ncols=len(refs))
+                ax.errorbar(r["speedup"], i, xerr=[[max(r["speedup"] - r["low"], 0)], [max(r["high"] - r["speedup"], 0)]],
+                            color="0.15", lw=0.9, capsize=1.5)
+                right = max(right, r["high"])
+            ax.annotate(f"{r['speedup']:.2f}×", (right, i), xytext=(2, 0), textcoords="offset points",
+                        va="center", ha="left", fontsize=6.5,
+                        bbox={"fc": "white", "ec": "none", "pad": 0.3, "alpha": 0.8})
+        ax.axvline(1.0, color="0.3", lw=0.8, ls="--")
+        ax.set_xlim(0, top * 1.35)  # room for the value labels
+        ax.set_title(f"vs {ref}", fontsize=8.5)
+        ax.grid(axis="y", visible=False)
+        ax.xaxis.set_major_locator(MaxNLocator(4, steps=[1, 2, 5, 10]))  # 1.0 is a tick
+    axes[0][0].set_yticks(range(len(names)), names)
+    axes[0][0].set_ylim(len(names) - 0.5, -0.5)
+    fig.supxlabel(f"speed-up in rollouts to target {target:.3f} (×)", fontsize=8.5)
+    fig.suptitle(_label(table), fontsize=9)
     return fig
 
 
@@ -169,12 +211,17 @@ def speedup_bars(table: pd.DataFrame, target: float, references=REFERENCES,
 def signal_vs_variance(table: pd.DataFrame, signal: str = "learn_signal", bins: int = 8) -> plt.Figure:
     """Per-step learning signal against the trained groups' mean reward variance, pooled over
     strategies: each step a faint dot coloured by strategy; the line is the median signal per
-    equal-width variance bin with its interquartile band. Lines: one (the binned median)."""
+    equal-width variance bin (drawn at the bin's mean variance; bins of >= 5 steps) with its
+    interquartile band. Lines: one (the binned median)."""
     theme()
-    _need(table, [signal, "group_reward_var"], "learning signal against group variance")
+    what = "learning signal against group variance"
+    learn = [c for c in table.columns if c.startswith("learn_") and table[c].notna().any()]
+    has = f"; the learner reports {', '.join(learn)}" if learn else "; no learn_* column has values"
+    if signal not in table.columns:
+        raise NoData(f"{what}: the table has no {signal} column{has}")
     rows = table[(table["step"] > 0) & table[signal].notna() & table["group_reward_var"].notna()]
     if len(rows) < 2:
-        raise NoData(f"learning signal against group variance: fewer than two steps with {signal}")
+        raise NoData(f"{what}: fewer than two training steps with both {signal} and group_reward_var{has}")
     fig, ax = plt.subplots(figsize=(COL, 2.5), layout="constrained")
     for name in order(rows["strategy"]):
         r = rows[rows["strategy"] == name]
@@ -182,41 +229,49 @@ def signal_vs_variance(table: pd.DataFrame, signal: str = "learn_signal", bins: 
                    rasterized=True, label=name)
     edges = np.linspace(rows["group_reward_var"].min(), rows["group_reward_var"].max(), bins + 1)
     which = np.clip(np.digitize(rows["group_reward_var"], edges[1:-1]), 0, bins - 1)
-    g = rows.groupby(which)[signal]
-    binned = pd.DataFrame({"mid": (edges[:-1] + edges[1:])[g.median().index] / 2, "med": g.median(),
-                           "q1": g.quantile(0.25), "q3": g.quantile(0.75), "n": g.size()})
-    binned = binned[binned["n"] >= 3]
-    ax.plot(binned["mid"], binned["med"], color="0.1", marker="o", ms=3, label="binned median")
-    ax.fill_between(binned["mid"], binned["q1"], binned["q3"], color="0.1", alpha=0.15, lw=0)
-    ax.set(xlabel="mean reward variance of trained groups", ylabel=signal.replace("_", " "),
+    g = rows.groupby(which)
+    binned = pd.DataFrame({"x": g["group_reward_var"].mean(), "med": g[signal].median(),
+                           "q1": g[signal].quantile(0.25), "q3": g[signal].quantile(0.75), "n": g.size()})
+    binned = binned.where(binned["n"] >= 5).reindex(range(bins))  # NaN rows break the line at gaps
+    ax.plot(binned["x"], binned["med"], color="0.1", marker="o", ms=3, lw=1.2, label="binned median")
+    ax.fill_between(binned["x"], binned["q1"], binned["q3"], color="0.1", alpha=0.15, lw=0)
+    ylabel = "learning signal per step" if signal == "learn_signal" else signal.replace("_", " ")
+    ax.set(xlabel="mean reward variance of trained groups", ylabel=ylabel,
            title=_label(rows, ", all strategies pooled"))
-    leg = ax.legend(loc="upper left", markerscale=3)
+    leg = ax.legend(loc="upper left")
     for h in leg.legend_handles:
-        h.set_alpha(1)
+        if isinstance(h, matplotlib.collections.PathCollection):
+            h.set_alpha(1)
+            h.set_sizes([12])
     return fig
 
 
 # --- 4. all-0 / all-1 prompts -----------------------------------------------------------------
 
-def prompt_shares(table: pd.DataFrame, level: float = stats.LEVEL, window: int = 5) -> plt.Figure:
+def prompt_shares(table: pd.DataFrame, level: float = stats.LEVEL, window: int = 10) -> plt.Figure:
     """Three panels against cumulative rollouts, one line per strategy with its t-interval
     band over seeds: the share of held-out prompts the policy never solves (pass rate <= 0.05)
     and always solves (>= 0.95), and the share of trained groups with zero reward variance per
-    step (rolling mean over ``window`` steps). Lines: three per strategy."""
+    step (rolling mean over ``window`` steps). Panels without data are left out. Lines: three
+    per strategy."""
     theme()
     _need(table, ["eval_unsolved_share", "eval_solved_share", "zero_var_groups", "prompts_trained"],
           "prompt shares")
     ev = table[table["eval_unsolved_share"].notna() & table["eval_solved_share"].notna()]
-    if ev.empty:
-        raise NoData("prompt shares: eval_solved_share / eval_unsolved_share are NaN everywhere")
     steps = table[(table["step"] > 0) & (table["prompts_trained"] > 0)].sort_values("step").copy()
     steps["zero_share"] = steps["zero_var_groups"] / steps["prompts_trained"]
     steps["zero_share"] = (steps.groupby(["strategy", "seed"])["zero_share"]
                            .transform(lambda s: s.rolling(window, min_periods=1).mean()))
-    fig, axes = plt.subplots(3, 1, figsize=(COL, 4.6), sharex=True, layout="constrained")
     panels = [(ev, "eval_unsolved_share", "held-out prompts\nunsolved (all 0)"),
               (ev, "eval_solved_share", "held-out prompts\nsolved (all 1)"),
               (steps, "zero_share", "trained groups with\nzero variance")]
+    panels = [p for p in panels if not p[0].empty]  # a real evaluator may not report the shares
+    if not panels:
+        raise NoData("prompt shares: no eval_solved_share / eval_unsolved_share values and no trained groups")
+    extra = 0.8 if _many(table["strategy"]) else 0.0  # the legend below
+    fig, axes = plt.subplots(len(panels), 1, figsize=(COL, 0.6 + extra + 1.33 * len(panels)), sharex=True,
+                             layout="constrained", squeeze=False)
+    axes = axes[:, 0]
     for ax, (data, col, ylabel) in zip(axes, panels):
         band = stats.mean_band(data, ["strategy", "step"], col, level)
         xs = data.groupby(["strategy", "step"])["cum_rollouts"].mean().rename("x").reset_index()
@@ -224,13 +279,17 @@ def prompt_shares(table: pd.DataFrame, level: float = stats.LEVEL, window: int =
         for name in order(band["strategy"]):
             b = band[band["strategy"] == name]
             ax.plot(b["x"], b["mean"], color=color(name), label=name)
-            ax.fill_between(b["x"], b["low"], b["high"], color=color(name), alpha=0.2, lw=0)
+            ax.fill_between(b["x"], b["low"], b["high"], color=color(name),
+                            alpha=0.07 if _many(table["strategy"]) else 0.2, lw=0)
         ax.set_ylabel(ylabel)
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
         ax.set_ylim(bottom=0)
     _budget_axis(axes[-1], "cum_rollouts")
     axes[0].set_title(_label(table, f", mean ± {level:.0%} CI"))
-    axes[0].legend(loc="upper right", ncols=min(3, len(band["strategy"].unique())))
+    if _many(table["strategy"]):
+        _outside_legend(fig, axes[0])
+    else:  # the solved share starts low: its lower right corner is free
+        axes[1 if len(panels) == 3 else 0].legend(loc="lower right")
     return fig
 
 
@@ -275,52 +334,58 @@ def anatomy_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def budget_anatomy(table: pd.DataFrame, level: float = stats.LEVEL) -> plt.Figure:
-    """Top: per strategy two stacked bars of the mean rollouts generated per step -- left by
-    use (trained informative / trained zero-variance / not trained), right by kind (pilot /
-    main); a hatched cap marks trained rollouts reused from a cache (not generated).
-    Bottom: generation rounds per step with t-interval error bars over seeds."""
+    """Left: per strategy two horizontal stacked bars of the mean rollouts generated per step
+    -- upper by use (trained informative / trained zero-variance / not trained), lower by
+    kind (pilot / main); a hatched cap marks trained rollouts reused from a cache (not
+    generated). Right: generation rounds per step with t-interval error bars over seeds.
+    Bars: 5 per strategy on the left (one more where rollouts were reused), 1 on the right."""
     theme()
     a = anatomy_table(table)
     names = list(a.index)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(COL, 3.9), height_ratios=[2.3, 1],
-                                      layout="constrained")
-    w = 0.36
+    fig, (left, right) = plt.subplots(1, 2, figsize=(COL, 1.25 + 0.36 * len(names)), sharey=True,
+                                      width_ratios=[2.6, 1], layout="constrained")
+    h = 0.36
+    reused_label = "use: trained, reused (free)"
     for i, name in enumerate(names):
         r = a.loc[name]
         base = 0.0
         for seg, col in [("trained, informative", "informative"), ("trained, zero variance", "zero"),
                          ("generated, not trained", "untrained")]:
-            c, _ = ANATOMY[seg]
-            top.bar(i - w / 2 - 0.01, r[col], w, bottom=base, color=c, label=seg if i == 0 else None)
+            left.barh(i - h / 2 - 0.01, r[col], h, left=base, color=ANATOMY[seg][0],
+                      label=f"use: {seg}" if i == 0 else None)
             base += r[col]
         if r["reused_rollouts"] > 0:
-            top.bar(i - w / 2 - 0.01, r["reused_rollouts"], w, bottom=base, color="white",
-                    edgecolor=ANATOMY["trained, informative"][0], hatch="xxx", lw=0.6,
-                    label="trained, reused (free)" if "trained, reused (free)" not in
-                    top.get_legend_handles_labels()[1] else None)
+            left.barh(i - h / 2 - 0.01, r["reused_rollouts"], h, left=base, color="white",
+                      edgecolor=ANATOMY["trained, informative"][0], hatch="xxx", lw=0.6,
+                      label=reused_label if reused_label not in left.get_legend_handles_labels()[1] else None)
         base = 0.0
         for seg, col in [("pilot (screening)", "pilot_rollouts"), ("main / commit", "main")]:
-            c, hatch = ANATOMY[seg]
-            top.bar(i + w / 2 + 0.01, r[col], w, bottom=base, color=c, label=seg if i == 0 else None)
+            left.barh(i + h / 2 + 0.01, r[col], h, left=base, color=ANATOMY[seg][0],
+                      label=f"kind: {seg}" if i == 0 else None)
             base += r[col]
-        top.text(i, r["step_rollouts"] + max(r["reused_rollouts"], 0), f"{r['step_rollouts']:,.0f}",
-                 ha="center", va="bottom", fontsize=6.5)
-    top.set_xticks(range(len(names)), [f"{n}\nuse | kind" for n in names])
-    top.tick_params(axis="x", labelsize=7)
-    top.set_ylabel("rollouts per step\n(mean)")
-    top.yaxis.set_major_formatter(EngFormatter(sep=""))
-    top.set_ylim(0, (a["step_rollouts"] + a["reused_rollouts"]).max() * 1.55)
-    top.legend(loc="upper left", ncols=2, fontsize=6.5, columnspacing=0.8, handlelength=1.2)
-    top.set_title(_label(table))
+        left.annotate(f"{r['step_rollouts']:,.0f}", (r["step_rollouts"] + max(r["reused_rollouts"], 0), i),
+                      xytext=(2, 0), textcoords="offset points", va="center", ha="left", fontsize=6.5)
+    left.set_yticks(range(len(names)), names)
+    left.set_ylim(len(names) - 0.5, -0.5)
+    left.set_xlim(0, (a["step_rollouts"] + a["reused_rollouts"]).max() * 1.3)
+    left.xaxis.set_major_formatter(EngFormatter(sep=""))
+    left.xaxis.set_major_locator(MaxNLocator(4))
+    left.set_xlabel("rollouts per step (mean)")
+    left.grid(axis="y", visible=False)
     err = np.array([a["rounds"] - a["rounds_low"], a["rounds_high"] - a["rounds"]]).clip(min=0)
-    bottom.bar(range(len(names)), a["rounds"], 0.5, color=[color(n) for n in names],
-               yerr=err, capsize=2, error_kw={"lw": 0.9})
-    for i, v in enumerate(a["rounds"]):
-        bottom.text(i + 0.28, v, f"{v:.2f}", va="bottom", ha="left", fontsize=6.5)
-    bottom.set_xticks(range(len(names)), names)
-    bottom.tick_params(axis="x", labelsize=7)
-    bottom.set_ylabel("generation\nrounds / step")
-    bottom.set_ylim(0, a["rounds_high"].fillna(a["rounds"]).max() * 1.3)
+    right.barh(range(len(names)), a["rounds"], 0.55, color=[color(n) for n in names],
+               xerr=np.nan_to_num(err), capsize=1.5, error_kw={"lw": 0.9})
+    for i, (v, hi) in enumerate(zip(a["rounds"], a["rounds_high"].fillna(a["rounds"]))):
+        right.annotate(f"{v:.2f}", (max(v, hi), i), xytext=(2, 0), textcoords="offset points",
+                       va="center", ha="left", fontsize=6.5)
+    right.set_xlim(0, a["rounds_high"].fillna(a["rounds"]).max() * 1.6)
+    right.xaxis.set_major_locator(MaxNLocator(3, integer=True))
+    right.set_xlabel("rounds / step")
+    right.grid(axis="y", visible=False)
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=6.5, columnspacing=0.8,
+               handlelength=1.2)
+    fig.suptitle(_label(table), fontsize=9)
     return fig
 
 
@@ -379,7 +444,9 @@ def pilot_fraction_ablation(table: pd.DataFrame, target: float, param: str = "pi
 def trials_vs_param(trials: pd.DataFrame, param: str = "pilot_fraction",
                     title: str | None = None) -> plt.Figure:
     """An Optuna trials table (``study.trials_dataframe()``: params_<name>, value, state):
-    each completed trial's objective value against ``param``. Lines: none (one scatter)."""
+    each completed trial's objective value against ``param``; where the table has
+    user_attrs_seeds_reached (``allocbench tune``), trials that missed the target on a seed are
+    hollow. Lines: none (scatters only)."""
     theme()
     col = f"params_{param}"
     _need(trials, [col, "value"], f"{param} trials")
@@ -390,7 +457,20 @@ def trials_vs_param(trials: pd.DataFrame, param: str = "pilot_fraction",
     if len(t) < 2:
         raise NoData(f"{param} trials: fewer than two completed trials with {col}")
     fig, ax = plt.subplots(figsize=(COL, 2.4), layout="constrained")
-    ax.scatter(t[col], t["value"], s=14, color=color("pilot_commit"), alpha=0.8, lw=0)
+    c = color("pilot_commit")
+    if "user_attrs_seeds_reached" in t.columns and t["user_attrs_seeds_reached"].notna().any():
+        full = t["user_attrs_seeds_reached"] >= t["user_attrs_seeds_reached"].max()
+        ax.scatter(t.loc[full, col], t.loc[full, "value"], s=14, color=c, lw=0, label="all seeds reached")
+        ax.scatter(t.loc[~full, col], t.loc[~full, "value"], s=14, facecolor="none", edgecolor=c, lw=0.8,
+                   label="a seed missed (penalised)")
+        fig.legend(loc="outside lower center", ncols=2)
+    else:
+        ax.scatter(t[col], t["value"], s=14, color=c, alpha=0.8, lw=0)
+    if t["value"].min() > 0 and t["value"].max() / t["value"].min() > 5:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.yaxis.set_major_formatter(EngFormatter(sep=""))
     ax.set(xlabel=param.replace("_", " "), ylabel="trial objective (value)",
            title=title or f"Optuna trials ({len(t)} complete)")
     return fig

@@ -1,0 +1,107 @@
+import math
+
+import numpy as np
+import pytest
+
+from allocbench.metrics import speedup_table
+from analysis import stats
+from tests.analysis.conftest import make_table
+
+
+@pytest.mark.parametrize("q, df, expected", [(0.975, 1, 12.7062), (0.975, 2, 4.3027), (0.975, 10, 2.2281),
+                                             (0.975, 30, 2.0423), (0.95, 5, 2.0150), (0.025, 4, -2.7764)])
+def test_t_quantile_matches_tables(q, df, expected):
+    assert stats.t_quantile(q, df) == pytest.approx(expected, abs=1e-4)
+
+
+def test_t_interval_by_hand():
+    mean, lo, hi = stats.t_interval([1.0, 2.0, 3.0])  # sd 1, n 3
+    half = 4.302653 / math.sqrt(3)
+    assert (mean, lo, hi) == pytest.approx((2.0, 2.0 - half, 2.0 + half), abs=1e-5)
+    assert stats.t_interval([4.0]) == (4.0, 4.0, 4.0)  # one seed: no spread
+    assert stats.t_interval([np.nan, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+
+
+def test_bootstrap_degenerate_and_hand_computed():
+    assert stats.bootstrap_ci([5.0, 5.0, 5.0]) == (5.0, 5.0, 5.0)
+    assert stats.bootstrap_ci([7.0]) == (7.0, 7.0, 7.0)
+    # resampled means of [0, 1] are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4:
+    # the 2.5 / 97.5 percentiles are 0 and 1, the 30 / 70 percentiles both 0.5
+    assert stats.bootstrap_ci([0.0, 1.0], n_boot=4000, seed=0) == (0.5, 0.0, 1.0)
+    assert stats.bootstrap_ci([0.0, 1.0], n_boot=4000, level=0.4, seed=0) == (0.5, 0.5, 0.5)
+
+
+def test_bootstrap_contains_point_and_is_reproducible():
+    sample = [1.0, 2.0, 3.0, 4.0, 10.0]
+    point, lo, hi = stats.bootstrap_ci(sample, n_boot=500, seed=3)
+    assert point == pytest.approx(4.0) and lo <= point <= hi and lo >= 1.0 and hi <= 10.0
+    assert stats.bootstrap_ci(sample, n_boot=500, seed=3) == (point, lo, hi)
+    assert stats.bootstrap_ci(sample, np.median, n_boot=500, seed=3)[0] == 3.0
+
+
+def test_rollouts_to_target_and_speedup_by_hand():
+    table = make_table()
+    # target 0.7 on identical seeds: grpo reaches at step 4 (400 rollouts), fast at step 2
+    # (300), dapo at step 8 (2400) -> speed-ups over grpo 400/300 and 400/2400
+    point, boot = stats.rollouts_to_target(table, 0.7, n_boot=200)
+    assert point == {"grpo": 400.0, "dapo": 2400.0, "fast": 300.0}
+    assert all((b == point[s]).all() for s, b in boot.items())  # every resample is the same run
+    sp = stats.speedup_ci(table, 0.7, n_boot=200).set_index(["strategy", "reference"])
+    assert sp.loc[("fast", "grpo"), "speedup"] == pytest.approx(4 / 3)
+    assert sp.loc[("fast", "grpo"), ["low", "high"]].tolist() == pytest.approx([4 / 3, 4 / 3])
+    assert sp.loc[("dapo", "grpo"), "speedup"] == pytest.approx(1 / 6)
+    assert sp.loc[("grpo", "dapo"), "speedup"] == pytest.approx(6.0)
+    assert ("grpo", "grpo") not in sp.index and sp["valid"].eq(1.0).all()
+    # the same numbers as the core's speedup_table (at a target no seed mean sits on: the core
+    # compares without tolerance, and the mean of three 0.7s is 0.6999999999999998)
+    core = speedup_table(table, 0.66).set_index("strategy")
+    sp = stats.speedup_ci(table, 0.66, n_boot=200).set_index(["strategy", "reference"])
+    for name, ref in [("fast", "grpo"), ("fast", "dapo"), ("dapo", "grpo"), ("grpo", "dapo")]:
+        assert core.loc[name, f"speedup_vs_{ref}"] == pytest.approx(sp.loc[(name, ref), "speedup"])
+
+
+def test_speedup_interval_spans_the_seeds():
+    # seeds shift every accuracy by seed * 0.05: seed 0 reaches 0.75 later than seed 2
+    table = make_table(strategies=("grpo", "fast"), seed_shift=0.05)
+    sp = stats.speedup_ci(table, 0.75, n_boot=500, seed=1).iloc[0]
+    assert sp["low"] <= sp["speedup"] <= sp["high"]
+    assert sp["low"] < sp["high"]
+
+
+def test_target_never_reached_gives_nan():
+    point, boot = stats.rollouts_to_target(make_table(), 0.99, n_boot=50)
+    assert math.isnan(point["grpo"]) and np.isnan(boot["grpo"]).all()
+    sp = stats.speedup_ci(make_table(), 0.99, n_boot=50)
+    assert sp["speedup"].isna().all() and (sp["valid"] == 0).all()
+
+
+def test_kendall_tau_by_hand():
+    assert stats.kendall_tau([1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(1.0)
+    assert stats.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert stats.kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)  # one discordant pair
+    # tau-b with a tie: S = 2, 3 pairs, 2 untied in y -> 2 / sqrt(3 * 2)
+    assert stats.kendall_tau([1, 2, 3], [1, 1, 2]) == pytest.approx(2 / math.sqrt(6))
+    assert stats.kendall_tau([1, np.inf, np.inf], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))
+    assert math.isnan(stats.kendall_tau([1, 1], [1, 2]))
+
+
+def test_ranks_put_unreached_last():
+    assert stats.ranks([300.0, np.nan, 100.0, np.inf]).tolist() == [2.0, 3.5, 1.0, 3.5]
+
+
+def test_rank_agreement_perfect_and_reversed():
+    sim = make_table()
+    same = make_table(env="real")
+    agree = stats.rank_agreement(sim, same, 0.7, 0.7, n_boot=100)
+    assert agree["tau"] == pytest.approx(1.0) and agree["low"] == agree["high"] == pytest.approx(1.0)
+    # real: reverse the order (fast slowest, dapo fastest)
+    reversed_acc = {"grpo": [0.5, 0.6, 0.7, 0.8, 0.9], "dapo": [0.5, 0.75, 0.8, 0.85, 0.9],
+                    "fast": [0.5, 0.55, 0.6, 0.65, 0.7]}
+    rev = make_table(env="real", acc=reversed_acc)
+    # real rollouts to 0.7: grpo 400, dapo 600 (step 2), fast 1200 (step 8) vs sim 400 / 2400 / 300
+    agree = stats.rank_agreement(sim, rev, 0.7, 0.7, n_boot=100)
+    assert agree["sim_rank"].tolist() == [2.0, 3.0, 1.0]
+    assert agree["real_rank"].tolist() == [1.0, 2.0, 3.0]
+    assert agree["tau"] == pytest.approx(-1 / 3)
+    with pytest.raises(ValueError, match="fewer than two"):
+        stats.rank_agreement(sim, make_table(strategies=("grpo",), env="real"), 0.7, 0.7)
