@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"allocbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("allocbench: interrupted; nothing was written", file=sys.stderr)
+        print("allocbench: interrupted", file=sys.stderr)
         return 130
 
 
@@ -33,37 +33,58 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare rollout-allocation strategies for GRPO-style RL post-training.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    p = sub.add_parser("compare", help="run strategies x seeds on one scenario; write table, figure, speed-ups",
+    shared = argparse.ArgumentParser(add_help=False)  # the options compare and leaderboard share
+    shared.add_argument("--strategies", default=None,
+                        help=f"comma-separated strategy names, or 'all'; default: {DEFAULT_STRATEGIES} "
+                        "for compare, all for leaderboard")
+    shared.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1; default: 5")
+    shared.add_argument("--steps", type=int, default=None, help="training steps per run; default: the scenario's")
+    shared.add_argument("--target", type=float, default=None,
+                        help="target held-out accuracy; default: the peak of grpo's seed-mean curve")
+    shared.add_argument("--budget", type=int, default=None, help="total rollouts per run (equal-budget comparison)")
+    shared.add_argument("--train-batch", type=int, default=None, help="prompts per step B; default: the scenario's")
+    shared.add_argument("--group-size", type=int, default=None,
+                        help="baseline rollouts per prompt n; default: the scenario's")
+    shared.add_argument("--eval-every", type=int, default=10, help="steps between evaluations; default: 10")
+    shared.add_argument("--set", dest="hp", action="append", default=[], metavar="STRATEGY.PARAM=VALUE",
+                        help="set a hyper-parameter, e.g. pilot_commit.pilot_fraction=0.3 (repeatable)")
+    shared.add_argument("--config", type=Path, default=None,
+                        help="TOML file: [strategies.NAME] tables of hyper-parameters (--set wins)")
+    shared.add_argument("--env", default="sim", help="environment: sim (default) or real")
+    shared.add_argument("--jobs", type=int, default=1, help="parallel worker processes; default: 1")
+    shared.add_argument("--csv", action="store_true", help="also write runs.csv")
+    shared.add_argument("--force", action="store_true", help="replace existing result files")
+    shared.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("compare", parents=[shared],
+                       help="run strategies x seeds on one scenario; write table, figure, speed-ups",
                        description="Run each strategy on each seed and write DIR/runs.parquet (one row per run "
                        "x step), DIR/accuracy_vs_rollouts.png and DIR/speedup.csv (rollouts to the target "
                        "accuracy and speed-ups against grpo and dapo).")
     p.add_argument("--scenario", default="default", help="scenario name (see `allocbench scenarios`); default: default")
-    p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
-                   help=f"comma-separated strategy names, or 'all'; default: {DEFAULT_STRATEGIES}")
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1; default: 5")
-    p.add_argument("--steps", type=int, default=None, help="training steps per run; default: the scenario's")
     p.add_argument("--out", type=Path, required=True, help="output folder (created; its parent must exist)")
-    p.add_argument("--target", type=float, default=None,
-                   help="target held-out accuracy; default: the peak of grpo's seed-mean curve")
-    p.add_argument("--budget", type=int, default=None, help="total rollouts per run (equal-budget comparison)")
-    p.add_argument("--train-batch", type=int, default=None, help="prompts per step B; default: the scenario's")
-    p.add_argument("--group-size", type=int, default=None, help="baseline rollouts per prompt n; default: the scenario's")
-    p.add_argument("--eval-every", type=int, default=10, help="steps between evaluations; default: 10")
-    p.add_argument("--set", dest="hp", action="append", default=[], metavar="STRATEGY.PARAM=VALUE",
-                   help="set a hyper-parameter, e.g. pilot_commit.pilot_fraction=0.3 (repeatable)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="TOML file: [strategies.NAME] tables of hyper-parameters (--set wins)")
-    p.add_argument("--env", default="sim", help="environment: sim (default) or real")
-    p.add_argument("--jobs", type=int, default=1, help="parallel worker processes; default: 1")
-    p.add_argument("--csv", action="store_true", help="also write DIR/runs.csv")
-    p.add_argument("--force", action="store_true", help="replace existing result files in DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("leaderboard", parents=[shared],
+                       help="compare strategies on every scenario; write DIR/<scenario>/ and DIR/leaderboard.md",
+                       description="Run `compare` on each scenario into DIR/<scenario>/, then write "
+                       "DIR/leaderboard.csv and DIR/leaderboard.md (rollouts and tokens to target, rounds "
+                       "per step, final accuracy, each with its spread over seeds). Strategies default to all.")
+    p.add_argument("--scenarios", default="all", help="comma-separated scenario names, or 'all' (default)")
+    p.add_argument("--out", type=Path, default=Path("results/leaderboard"),
+                   help="output folder; default: results/leaderboard")
+    p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("strategies", help="list strategies with their hyper-parameters and defaults")
     p.set_defaults(func=cmd_strategies)
     p = sub.add_parser("scenarios", help="list simulator scenarios")
     p.set_defaults(func=cmd_scenarios)
+    from real.cli import add_parser as add_train_parser  # light: torch is imported when it runs
+    add_train_parser(sub)
+    from analysis.report import add_parser as add_figures_parser  # light: no matplotlib until run
+    add_figures_parser(sub)
+    from allocbench.tune import add_parser as add_tune_parser
+    add_tune_parser(sub)
     return parser
 
 
@@ -94,25 +115,31 @@ def strategy_params(names: list[str], config: Path | None, sets: list[str]) -> d
     return params
 
 
-def output_paths(out: Path, csv: bool) -> dict[str, Path]:
+def output_paths(out: Path, csv: bool, force: bool) -> dict[str, Path]:
+    """The files a comparison writes into ``out``, after checking none would be lost."""
+    if not out.parent.is_dir():
+        raise ConfigError(f"output folder's parent does not exist: {out.parent}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output path is a file, not a folder: {out}")
     names = ["runs.parquet", "accuracy_vs_rollouts.png", "speedup.csv"] + (["runs.csv"] if csv else [])
-    return {name: out / name for name in names}
+    paths = {name: out / name for name in names}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not force:
+        raise ConfigError(f"would overwrite {', '.join(existing)}; pass --force or choose another --out")
+    return paths
 
 
-def cmd_compare(args) -> int:
-    from allocbench.compare import compare
-    from allocbench.envs import make_env
-    from allocbench.metrics import default_target, speedup_table
-    from allocbench.runner import RunConfig
-    from allocbench.schema import write_atomic, write_table
+def parse_strategies(args, default: str) -> list:
     from allocbench.strategy import make_strategy, strategy_names
 
-    # every input is checked before the first run, so a bad one costs nothing
-    names = strategy_names() if args.strategies == "all" else [s.strip() for s in args.strategies.split(",") if s.strip()]
+    chosen = args.strategies or default
+    if chosen == "all":  # the paper's three first, then the peers
+        names = DEFAULT_STRATEGIES.split(",") + [n for n in strategy_names() if n not in DEFAULT_STRATEGIES]
+    else:
+        names = [s.strip() for s in chosen.split(",") if s.strip()]
     if not names:
         raise ConfigError("--strategies is empty")
     params = strategy_params(names, args.config, args.hp)
-    strategies = [make_strategy(name, **params[name]) for name in names]
     if args.seeds <= 0:
         raise ConfigError(f"--seeds must be positive, got {args.seeds}")
     if args.jobs <= 0:
@@ -121,37 +148,104 @@ def cmd_compare(args) -> int:
         raise ConfigError(f"--target must be in (0, 1], got {args.target}")
     if args.target is None and "grpo" not in names:
         raise ConfigError("the default target is grpo's peak accuracy: include grpo or pass --target")
-    env = make_env(args.env, args.scenario, seed=0)  # checks the scenario name
-    config = RunConfig(steps=args.steps or env.info.get("steps", 200), train_batch=args.train_batch,
-                       group_size=args.group_size, eval_every=args.eval_every, budget=args.budget)
-    out = args.out
-    if not out.parent.is_dir():
-        raise ConfigError(f"output folder's parent does not exist: {out.parent}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out is a file, not a folder: {out}")
-    paths = output_paths(out, args.csv)
-    existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not args.force:
-        raise ConfigError(f"would overwrite {', '.join(existing)}; pass --force or choose another --out")
+    return [make_strategy(name, **params[name]) for name in names]
 
-    table = compare(args.scenario, strategies, list(range(args.seeds)), config, kind=args.env,
-                    jobs=args.jobs, progress=not args.quiet)
-    target = args.target if args.target is not None else default_target(table)
-    speedups = speedup_table(table, target)
+
+def run_config(args, env):
+    from allocbench.runner import RunConfig
+
+    return RunConfig(steps=args.steps or env.info.get("steps", 200), train_batch=args.train_batch,
+                     group_size=args.group_size, eval_every=args.eval_every, budget=args.budget)
+
+
+def write_results(paths: dict[str, Path], table, target: float | None):
+    """Write a comparison's table, speed-ups and figure (all computed before the first write);
+    return the speed-up table."""
+    from allocbench.metrics import default_target, speedup_table
+    from allocbench.schema import write_atomic, write_table
     from analysis.figures import accuracy_vs_rollouts  # the CLI composes; the core draws nothing
 
+    target = target if target is not None else default_target(table)
+    speedups = speedup_table(table, target)
     png = io.BytesIO()
-    accuracy_vs_rollouts(table, target).savefig(png, format="png", dpi=150)
-
-    out.mkdir(exist_ok=True)
+    accuracy_vs_rollouts(table, target).savefig(png, format="png", dpi=300)
+    next(iter(paths.values())).parent.mkdir(exist_ok=True)
     write_table(table, paths["runs.parquet"])
-    if args.csv:
+    if "runs.csv" in paths:
         write_table(table, paths["runs.csv"])
     write_atomic(paths["accuracy_vs_rollouts.png"], lambda tmp: Path(tmp).write_bytes(png.getvalue()))
     write_atomic(paths["speedup.csv"], lambda tmp: speedups.to_csv(tmp, index=False))
+    return speedups
+
+
+def cmd_compare(args) -> int:
+    from allocbench.compare import compare
+    from allocbench.envs import make_env
+
+    # every input is checked before the first run, so a bad one costs nothing
+    strategies = parse_strategies(args, DEFAULT_STRATEGIES)
+    env = make_env(args.env, args.scenario, seed=0)  # checks the scenario name
+    config = run_config(args, env)
+    paths = output_paths(args.out, args.csv, args.force)
+    table = compare(args.scenario, strategies, list(range(args.seeds)), config, kind=args.env,
+                    jobs=args.jobs, progress=not args.quiet)
+    speedups = write_results(paths, table, args.target)
     print(format_speedups(speedups))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from allocbench.compare import compare
+    from allocbench.envs import make_env, scenario_names
+    from allocbench.schema import write_atomic
+
+    strategies = parse_strategies(args, "all")
+    scenarios = scenario_names(args.env) if args.scenarios == "all" else args.scenarios.split(",")
+    configs = {sc: run_config(args, make_env(args.env, sc, seed=0)) for sc in scenarios}
+    if not args.out.parent.is_dir():
+        raise ConfigError(f"output folder's parent does not exist: {args.out.parent}")
+    args.out.mkdir(exist_ok=True)
+    paths = {sc: output_paths(args.out / sc, args.csv, args.force) for sc in scenarios}
+    board = args.out / "leaderboard.csv"
+    if board.exists() and not args.force:
+        raise ConfigError(f"would overwrite {board}; pass --force or choose another --out")
+    rows = []
+    for sc in scenarios:
+        table = compare(sc, strategies, list(range(args.seeds)), configs[sc], kind=args.env,
+                        jobs=args.jobs, progress=not args.quiet)
+        speedups = write_results(paths[sc], table, args.target)
+        rows.append(speedups.assign(scenario=sc))
+    import pandas as pd
+
+    leaderboard = pd.concat(rows, ignore_index=True)
+    write_atomic(board, lambda tmp: leaderboard.to_csv(tmp, index=False))
+    write_atomic(args.out / "leaderboard.md", lambda tmp: Path(tmp).write_text(leaderboard_markdown(leaderboard)))
+    print(f"wrote {board} and {args.out / 'leaderboard.md'}")
+    return 0
+
+
+def leaderboard_markdown(board) -> str:
+    """One table per scenario: mean ± std over seeds of each figure of merit."""
+    def pm(mean, std, scale=1.0, digits=2, unit=""):
+        if mean != mean:  # NaN: never reached
+            return "not reached"
+        return f"{mean / scale:.{digits}f}{unit} ± {0 if std != std else std / scale:.{digits}f}{unit}"
+
+    lines = []
+    for sc, rows in board.groupby("scenario", sort=False):
+        lines += [f"### {sc} (target {rows['target'].iloc[0]:.3f}, {int(rows['seeds'].max())} seeds)", "",
+                  "| strategy | rollouts to target | seeds reached | tokens to target | vs grpo | rounds / step | final acc |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows.itertuples():
+            lines.append(f"| {r.strategy} | {pm(r.rollouts_to_target, r.rollouts_to_target_std, 1e6, 2, 'M')} "
+                         f"| {r.seeds_reached}/{r.seeds} "
+                         f"| {pm(r.tokens_to_target, r.tokens_to_target_std, 1e9, 2, 'G')} "
+                         f"| {pm(r.speedup_vs_grpo, r.speedup_vs_grpo_std, 1, 2, 'x')} "
+                         f"| {pm(r.rounds_per_step, r.rounds_per_step_std)} "
+                         f"| {pm(r.final_acc, r.final_acc_std, 1, 3)} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def format_speedups(speedups) -> str:

@@ -56,6 +56,10 @@ def check_table(table: pd.DataFrame) -> None:
             raise ValueError("cum_rollouts decreases within a run")
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_atomic(path: Path, write) -> None:
     """Write a file through ``write(tmp_path)`` and move it into place in one rename, so a
     crash never leaves a partial file under ``path``."""
@@ -64,6 +68,7 @@ def write_atomic(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -79,3 +79,26 @@ def test_strategies_lists_the_registry_and_console_script_works():
     assert result.returncode == 0
     for name in ["grpo", "dapo", "pilot_commit", "pilot_fraction = 0.25", "max_num_gen_batches = 10"]:
         assert name in result.stdout
+
+
+def test_leaderboard_runs_every_scenario_and_writes_the_table(tmp_path, capsys):
+    out = tmp_path / "board"
+    code, _, err = run_cli(["leaderboard", "--out", str(out), "--scenarios", "default,easy",
+                            "--strategies", "grpo,pilot_commit", *SMALL], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["default", "easy", "leaderboard.csv", "leaderboard.md"]
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert board[["scenario", "strategy"]].values.tolist() == [
+        ["default", "grpo"], ["default", "pilot_commit"], ["easy", "grpo"], ["easy", "pilot_commit"]]
+    markdown = (out / "leaderboard.md").read_text()
+    assert "### default" in markdown and "### easy" in markdown and "| pilot_commit |" in markdown
+    code, _, err = run_cli(["leaderboard", "--out", str(out), "--scenarios", "default", *SMALL], capsys)
+    assert code == 2 and "would overwrite" in err
+
+
+def test_all_puts_the_paper_strategies_first():
+    from allocbench.cli import build_parser, parse_strategies
+
+    args = build_parser().parse_args(["leaderboard", "--seeds", "1"])
+    names = [s.name for s in parse_strategies(args, "all")]
+    assert names[:3] == ["grpo", "dapo", "pilot_commit"] and len(names) == len(set(names)) >= 11
