@@ -235,15 +235,15 @@ def leaderboard_markdown(board) -> str:
     lines = []
     for sc, rows in board.groupby("scenario", sort=False):
         lines += [f"### {sc} (target {rows['target'].iloc[0]:.3f}, {int(rows['seeds'].max())} seeds)", "",
-                  "| strategy | rollouts to target | seeds reached | tokens to target | vs grpo | rounds / step | final acc |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| strategy | rollouts to target | seeds reached | tokens to target | vs grpo | rounds / step | final acc | runs stopped early |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in rows.itertuples():
             lines.append(f"| {r.strategy} | {pm(r.rollouts_to_target, r.rollouts_to_target_std, 1e6, 2, 'M')} "
                          f"| {r.seeds_reached}/{r.seeds} "
                          f"| {pm(r.tokens_to_target, r.tokens_to_target_std, 1e9, 2, 'G')} "
                          f"| {pm(r.speedup_vs_grpo, r.speedup_vs_grpo_std, 1, 2, 'x')} "
                          f"| {pm(r.rounds_per_step, r.rounds_per_step_std)} "
-                         f"| {pm(r.final_acc, r.final_acc_std, 1, 3)} |")
+                         f"| {pm(r.final_acc, r.final_acc_std, 1, 3)} | {r.runs_stopped} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -50,7 +50,8 @@ def per_run(table: pd.DataFrame, target: float) -> pd.DataFrame:
         return pd.Series({"rollouts": first_reaching(ev, target),
                           "tokens": first_reaching(ev, target, "cum_tokens"),
                           "final_acc": float(ev.sort_values("step")["eval_acc"].iloc[-1]),
-                          "rounds": float(steps["rounds"].mean()) if len(steps) else np.nan})
+                          "rounds": float(steps["rounds"].mean()) if len(steps) else np.nan,
+                          "last_step": int(run["step"].max())})
     return table.groupby(["strategy", "seed"], sort=False).apply(one, include_groups=False).reset_index()
 
 
@@ -58,7 +59,8 @@ def speedup_table(table: pd.DataFrame, target: float,
                   references: tuple[str, ...] = ("grpo", "dapo")) -> pd.DataFrame:
     """One row per strategy, in the order they were run: rollouts and tokens to ``target`` on
     the seed-averaged curve, their spread over seeds (std of the per-seed values, among seeds
-    that reached it), final accuracy and generation rounds per step with their spread, and
+    that reached it), runs that stopped before the others' last step (a filter that could
+    not fill its batch), final accuracy and generation rounds per step with their spread, and
     speed-ups against each reference present in the table.
 
     ``speedup_vs_X`` is rollouts_X / rollouts_strategy on the seed-averaged curves;
@@ -77,6 +79,7 @@ def speedup_table(table: pd.DataFrame, target: float,
                      "tokens_to_target": first_reaching(curve, target, "cum_tokens"),
                      "tokens_to_target_std": float(mine["tokens"].std()),
                      "seeds_reached": int(mine["rollouts"].notna().sum()), "seeds": len(mine),
+                     "runs_stopped": int((mine["last_step"] < runs["last_step"].max()).sum()),
                      "final_acc": float(mine["final_acc"].mean()),
                      "final_acc_std": float(mine["final_acc"].std()),
                      "rounds_per_step": float(mine["rounds"].mean()),

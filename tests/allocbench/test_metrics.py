@@ -44,6 +44,9 @@ def test_rollouts_to_target_by_hand():
     assert out.loc["grpo", "tokens_to_target_std"] == pytest.approx(np.std([20000, 30000], ddof=1))
     assert out.loc["pc", "final_acc"] == pytest.approx(0.7) and out.loc["pc", "final_acc_std"] == 0
     assert out.loc["pc", "rounds_per_step"] == 1 and out.loc["pc", "rounds_per_step_std"] == 0
+    assert out.runs_stopped.tolist() == [0, 0]
+    stopped = speedup_table(table[(table.strategy == "grpo") | (table.step < 2)], target=0.45)
+    assert stopped.set_index("strategy").loc["pc", "runs_stopped"] == 2
 
 
 def test_a_seed_mean_equal_to_the_target_reaches_it_despite_rounding():
