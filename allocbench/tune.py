@@ -469,8 +469,10 @@ def open_study(config: TuneConfig, storage: str, study_name: str, *, pruner: str
         direction="minimize" if config.minimise else "maximize",
         sampler=_sampler(sampler_seed), pruner=_pruner(pruner))
     attrs = study.user_attrs
-    if "settings" not in attrs and study.trials:
-        attrs = study.user_attrs  # another worker may have finished creating it just now
+    deadline = time.monotonic() + 30
+    while "settings" not in attrs and study.trials and time.monotonic() < deadline:
+        time.sleep(0.5)  # another worker is finishing the study's creation; its settings come next
+        attrs = study.user_attrs
     if "settings" in attrs:
         check_settings(attrs, settings, config.target, study_name)
         return study

@@ -1,0 +1,114 @@
+"""Batched sampling with a KV cache in plain torch: runs on CPU and GPU, any transformers
+causal LM.
+
+One round: each prompt is repeated ``count`` times, left-padded into one batch (cut into chunks
+of ``max_batch_rows`` rows for a large round), prefilled in one forward pass, then decoded one
+token per step for all rows at once with the model's KV cache, until every row has produced EOS
+or ``max_new_tokens``. Temperature and top-p (nucleus) sampling; the log-probability of each
+sampled token under ``log_softmax(logits / temperature)`` is kept for the learner's importance
+ratio.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from real.backends.base import Completion, SamplingParams
+
+
+class TorchBackend:
+    def __init__(self, policy, seed: int = 0, max_batch_rows: int = 512):
+        self.policy = policy
+        self.max_batch_rows = max_batch_rows
+        self.generator = torch.Generator(device=policy.device)
+        self.generator.manual_seed(int(seed))
+        # transformers >= 5.x names the KV cache ``cache``; earlier versions ``past_key_values``
+        params = inspect.signature(policy.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def update_weights(self) -> None:  # generation uses the learner's model itself
+        pass
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Sequence[int]], counts: Sequence[int], params: SamplingParams,
+                 generator: torch.Generator | None = None) -> list[list[Completion]]:
+        generator = generator or self.generator
+        rows = [p for p, c in zip(prompts, counts) for _ in range(c)]
+        flat: list[Completion] = []
+        for start in range(0, len(rows), self.max_batch_rows):
+            flat += self._chunk(rows[start: start + self.max_batch_rows], params, generator)
+        out, i = [], 0
+        for c in counts:
+            out.append(flat[i: i + c])
+            i += c
+        return out
+
+    def _chunk(self, rows: list[Sequence[int]], params: SamplingParams, generator) -> list[Completion]:
+        policy, model = self.policy, self.policy.model
+        device, pad, eos = policy.device, policy.pad_id, policy.eos_id
+        was_training = model.training
+        model.eval()
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r):] = torch.as_tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache, logits = getattr(out, self._cache_kw), out.logits[:, -1, :]
+        next_pos = positions[:, -1:] + 1
+        done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+        tokens, logps, alive = [], [], []
+        for step in range(params.max_new_tokens):
+            token, logp = _sample(logits.float(), params, generator)
+            token = torch.where(done, torch.full_like(token, pad), token)
+            tokens.append(token)
+            logps.append(logp)
+            alive.append(~done)
+            done = done | (token == eos)
+            if bool(done.all()) or step == params.max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], dim=1)
+            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
+                        use_cache=True, **{self._cache_kw: cache})
+            cache, logits = getattr(out, self._cache_kw), out.logits[:, -1, :]
+            next_pos = next_pos + 1
+        if was_training:
+            model.train()
+        tokens_t = torch.stack(tokens, 1).cpu().numpy()
+        logps_t = torch.stack(logps, 1).float().cpu().numpy()
+        lengths = torch.stack(alive, 1).sum(1).cpu().numpy()
+        finished = done.cpu().numpy()
+        return [Completion(tokens_t[i, :n].astype(np.int32), logps_t[i, :n].astype(np.float32), bool(finished[i]))
+                for i, n in enumerate(lengths)]
+
+
+def _sample(logits: torch.Tensor, params: SamplingParams, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token, its log-probability) per row."""
+    if params.temperature == 0:
+        logprobs = logits.log_softmax(-1)
+        token = logits.argmax(-1)
+        return token, logprobs.gather(-1, token[:, None])[:, 0]
+    logprobs = (logits / params.temperature).log_softmax(-1)
+    probs = logprobs.exp()
+    if params.top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < params.top_p  # the smallest set reaching top_p
+        sorted_p = sorted_p * keep
+        pick = torch.multinomial(sorted_p, 1, generator=generator)
+        token = order.gather(-1, pick)[:, 0]
+    else:
+        token = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return token, logprobs.gather(-1, token[:, None])[:, 0]

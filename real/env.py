@@ -1,0 +1,195 @@
+"""The real environment: sampler, learner and evaluator around one policy.
+
+``make_env(preset, seed, **overrides)`` loads the data, the policy (warm-up included for the
+tiny model), the generation backend and the verifier, and returns an ``Environment`` whose
+``save`` / ``load`` hooks checkpoint the model, the optimizer, the rollout store and every
+random stream, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from allocbench.errors import ConfigError
+from allocbench.protocols import Environment, Outcome
+from real import presets as P
+from real.backends import SamplingParams, make_backend
+from real.data import Problem, load_problems
+from real.learner import GRPOLearner
+from real.rollouts import Rollout, RolloutStore
+from real.verifier import MathVerifier
+
+
+class Timer:
+    """Seconds and counts accumulated between two learner updates (one training step)."""
+
+    def __init__(self):
+        self.values: dict[str, float] = {}
+
+    def add(self, key: str, value: float) -> None:
+        self.values[key] = self.values.get(key, 0.0) + value
+
+    def take(self) -> dict:
+        out = {k: self.values.get(k, 0.0) for k in ("time_gen_s", "time_score_s", "gen_tokens")}
+        self.values = {}
+        return out
+
+
+class RealSampler:
+    """The Sampler protocol: one batched generation round per call, scored by the verifier."""
+
+    def __init__(self, world: "RealWorld"):
+        self.world = world
+
+    def sample(self, requests: Mapping[int, int]) -> list[Outcome]:
+        w = self.world
+        ids = [int(i) for i in requests]
+        counts = [int(requests[i]) for i in requests]
+        for i in ids:
+            if not 0 <= i < len(w.train):
+                raise ValueError(f"request for prompt {i} outside the training pool of {len(w.train)}")
+        start = time.perf_counter()
+        completions = w.backend.generate([w.prompt_ids(i) for i in ids], counts, w.sampling)
+        mid = time.perf_counter()
+        texts = [w.policy.decode(c.ids) for cs in completions for c in cs]
+        answers = [w.train[i].answer for i, c in zip(ids, counts) for _ in range(c)]
+        rewards = w.verifier.score_many(texts, answers)
+        end = time.perf_counter()
+        w.timer.add("time_gen_s", mid - start)
+        w.timer.add("time_score_s", end - mid)
+        outcomes, k = [], 0
+        version = w.learner.version
+        for i, cs in zip(ids, completions):
+            r = rewards[k: k + len(cs)]
+            k += len(cs)
+            tokens = np.array([c.n_tokens for c in cs], dtype=np.int64)
+            w.store.add([Rollout(i, c.ids, c.logprobs, float(x), version, c.finished) for c, x in zip(cs, r)])
+            w.timer.add("gen_tokens", float(tokens.sum()))
+            outcomes.append(Outcome(i, r.astype(np.float64), tokens))
+        return outcomes
+
+
+class RealEvaluator:
+    """avg@k (pass@1 for k = 1) on the held-out problems, greedy or sampled; the sampling stream
+    restarts from the same seed at every evaluation, so curves compare like with like."""
+
+    def __init__(self, world: "RealWorld"):
+        self.world = world
+
+    def evaluate(self) -> dict:
+        w, cfg = self.world, self.world.preset.eval
+        start = time.perf_counter()
+        params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens or w.preset.generation.max_new_tokens)
+        generator = torch.Generator(device=w.policy.device)
+        generator.manual_seed(cfg.seed)
+        k = 1 if cfg.temperature == 0 else cfg.k
+        prompts = [w.policy.prompt_ids(p.question) for p in w.eval]
+        completions = w.backend.generate(prompts, [k] * len(prompts), params, generator=generator)
+        texts = [w.policy.decode(c.ids) for cs in completions for c in cs]
+        answers = [p.answer for p in w.eval for _ in range(k)]
+        correct = w.verifier.score_many(texts, answers).reshape(len(prompts), k)
+        rate = correct.mean(1)
+        w.timer.add("time_eval_s", time.perf_counter() - start)
+        return {"eval_acc": float(rate.mean()), "eval_solved_share": float((rate >= 0.95).mean()),
+                "eval_unsolved_share": float((rate <= 0.05).mean())}
+
+
+class RealWorld:
+    """What the sampler, learner and evaluator share."""
+
+    def __init__(self, preset: P.Preset, seed: int):
+        self.preset, self.seed = preset, seed
+        self.train, self.eval, self.reports = load_data(preset)
+        warm = warmup_problems(preset, self.eval) if preset.model.warmup_steps > 0 else None
+        from real.policy import load_policy
+
+        self.policy = load_policy(preset.model, warm)
+        g = preset.generation
+        self.sampling = SamplingParams(g.temperature, g.top_p, g.max_new_tokens)
+        run_seeds = np.random.SeedSequence([seed, 11]).generate_state(2)
+        torch.manual_seed(int(run_seeds[0]))
+        self.backend = make_backend(g.backend, self.policy, int(run_seeds[1]), max_batch_rows=g.max_batch_rows)
+        v = preset.verifier
+        self.verifier = MathVerifier(v.timeout_s, v.require_boxed, v.isolation)
+        self.store = RolloutStore(preset.learner.retain_steps)
+        self.timer = Timer()
+        self._prompt_cache: dict[int, list[int]] = {}
+        self.learner = GRPOLearner(self.policy, preset.learner, g.temperature, self.store, self.prompt_ids,
+                                   backend=self.backend, timer=self.timer)
+
+    def prompt_ids(self, i: int) -> list[int]:
+        ids = self._prompt_cache.get(i)
+        if ids is None:
+            ids = self._prompt_cache[i] = self.policy.prompt_ids(self.train[i].question)
+        return ids
+
+    # ------------------------------------------------------------------ checkpoint hooks
+    def save(self, folder: Path) -> None:
+        state = {
+            "preset": P.to_dict(self.preset), "seed": self.seed,
+            "model": self.policy.model.state_dict(), "learner": self.learner.state_dict(),
+            "backend": self.backend.state_dict(), "store": self.store.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+        torch.save(state, Path(folder) / "real_env.pt")
+
+    def load(self, folder: Path) -> None:
+        state = torch.load(Path(folder) / "real_env.pt", map_location="cpu", weights_only=False)
+        if state["preset"] != P.to_dict(self.preset) or state["seed"] != self.seed:
+            raise ConfigError(f"checkpoint in {folder} was made with another preset or seed; use another folder")
+        self.policy.model.load_state_dict(state["model"])
+        self.learner.load_state_dict(state["learner"])
+        self.backend.load_state_dict(state["backend"])
+        self.store.load_state_dict(state["store"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.backend.update_weights()
+
+
+def load_data(preset: P.Preset) -> tuple[list[Problem], list[Problem], list]:
+    d = preset.data
+    common = dict(question_field=d.question_field, answer_field=d.answer_field, skip_malformed=d.skip_malformed,
+                  seed=d.seed, options=d.options)
+    if d.train == "arith" and d.eval == "arith":  # one draw, split: train and eval are disjoint
+        n_train, n_eval = d.train_size or 2000, d.eval_size or 200
+        problems, report = load_problems("arith", size=n_train + n_eval, seed=d.seed,
+                                         options={"levels": d.arith_levels, "template": d.arith_template})
+        return problems[:n_train], problems[n_train:], [report]
+    options = {"levels": d.arith_levels, "template": d.arith_template}
+    train, r1 = load_problems(d.train, split=d.train_split, size=d.train_size,
+                              **{**common, "options": options if d.train == "arith" else d.options})
+    evals, r2 = load_problems(d.eval, split=d.eval_split, size=d.eval_size,
+                              **{**common, "seed": d.seed + 1, "options": options if d.eval == "arith" else d.options})
+    return train, evals, [r1, r2]
+
+
+def warmup_problems(preset: P.Preset, held_out: list[Problem]) -> list[Problem]:
+    """Problems for the supervised warm-up: a fresh arith draw, the held-out questions removed."""
+    d, m = preset.data, preset.model
+    if d.train != "arith":
+        raise ConfigError("model.warmup_steps > 0 is supported with the arith data only")
+    problems, _ = load_problems("arith", size=m.warmup_size, seed=d.seed + 1000,
+                                options={"levels": d.arith_levels, "template": d.arith_template})
+    banned = {p.question for p in held_out}
+    return [p for p in problems if p.question not in banned]
+
+
+def make_env(scenario: str = "tiny-arith", seed: int = 0, **overrides) -> Environment:
+    """A real environment for ``scenario`` (a preset name or a TOML file); see real.presets for
+    ``overrides``."""
+    preset = P.get_preset(scenario, **overrides)
+    world = RealWorld(preset, seed)
+    pool = np.arange(len(world.train))
+    return Environment(
+        name="real", scenario=preset.name, sampler=RealSampler(world), learner=world.learner,
+        evaluator=RealEvaluator(world), prompt_ids=pool, epoch_order=lambda rng: rng.permutation(pool),
+        train_batch=preset.run.train_batch, group_size=preset.run.group_size,
+        info={"steps": preset.run.steps, "eval_every": preset.run.eval_every, "world": world,
+              "preset": preset}, save=world.save, load=world.load)
