@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     shared.add_argument("--train-batch", type=int, default=None, help="prompts per step B; default: the scenario's")
     shared.add_argument("--group-size", type=int, default=None,
                         help="baseline rollouts per prompt n; default: the scenario's")
-    shared.add_argument("--eval-every", type=int, default=10, help="steps between evaluations; default: 10")
+    shared.add_argument("--eval-every", type=int, default=None,
+                        help="steps between evaluations; default: the scenario's (10 in sim)")
     shared.add_argument("--set", dest="hp", action="append", default=[], metavar="STRATEGY.PARAM=VALUE",
                         help="set a hyper-parameter, e.g. pilot_commit.pilot_fraction=0.3 (repeatable)")
     shared.add_argument("--config", type=Path, default=None,
@@ -154,8 +155,12 @@ def parse_strategies(args, default: str) -> list:
 def run_config(args, env):
     from allocbench.runner import RunConfig
 
-    return RunConfig(steps=args.steps or env.info.get("steps", 200), train_batch=args.train_batch,
-                     group_size=args.group_size, eval_every=args.eval_every, budget=args.budget)
+    def given(value, default):
+        return default if value is None else value  # 0 is passed on, for RunConfig to refuse
+
+    return RunConfig(steps=given(args.steps, env.info.get("steps", 200)), train_batch=args.train_batch,
+                     group_size=args.group_size, budget=args.budget,
+                     eval_every=given(args.eval_every, env.info.get("eval_every", 10)))
 
 
 def write_results(paths: dict[str, Path], table, target: float | None):

@@ -106,8 +106,9 @@ def cmd_train(args) -> int:
                               + (" or --resume to continue" if has_ckpt else ""))
     if args.force and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
-    config = RunConfig(steps=args.steps or preset.run.steps, seed=args.seed, train_batch=args.train_batch,
-                       group_size=args.group_size, eval_every=args.eval_every or preset.run.eval_every,
+    config = RunConfig(steps=preset.run.steps if args.steps is None else args.steps, seed=args.seed,
+                       train_batch=args.train_batch, group_size=args.group_size,
+                       eval_every=preset.run.eval_every if args.eval_every is None else args.eval_every,
                        budget=args.budget)
 
     from real import make_env

@@ -46,6 +46,8 @@ def test_compare_refuses_to_overwrite_and_keeps_what_was_written(tmp_path, capsy
     (["--budget", "0"], "budget must be a positive integer"),
     (["--set", "dapo.nope=1"], "dapo has no hyper-parameter nope"),
     (["--seeds", "0"], "--seeds must be positive"),
+    (["--steps", "0"], "steps must be a positive integer"),
+    (["--eval-every", "0"], "eval_every must be a positive integer"),
     (["--config", "/nonexistent/x.toml"], "No such file"),
 ])
 def test_bad_input_one_error_line_nonzero_exit_no_files(tmp_path, capsys, args, message):
