@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -173,3 +173,34 @@ def guard_rounds(strategy: str, rounds: int, max_rounds: int, kept: int, needed:
             f"groups (max_num_gen_batches={max_rounds}); the data may be too hard or too easy "
             f"for this filter, or set max_num_gen_batches=0 for no limit"
         )
+
+
+def fill_with_filter(ctx: StepContext, strategy: str, gen_batch_size: int, max_rounds: int,
+                     keep: Callable[[Outcome], bool]) -> list[Outcome]:
+    """Dynamic sampling: rounds of ``gen_batch_size`` fresh prompts x n rollouts, keeping the
+    groups ``keep`` accepts, until B are kept (the surplus is cut); ``guard_rounds`` stops it."""
+    kept: list[Outcome] = []
+    rounds = 0
+    while len(kept) < ctx.train_batch:
+        guard_rounds(strategy, rounds, max_rounds, len(kept), ctx.train_batch)
+        rounds += 1
+        prompts = ctx.candidates.take(gen_batch_size)
+        outcomes = ctx.sampler.sample({int(i): ctx.group_size for i in prompts})
+        kept += [o for o in outcomes.values() if keep(o)]
+    return kept[: ctx.train_batch]
+
+
+def sample_until(ctx: StepContext, prompts: list[int], per_round: int, cap: int,
+                 finished: Callable[[Outcome], bool]) -> dict[int, Outcome]:
+    """Adaptive sampling: each round (one sampler call) gives every still-active prompt up to
+    ``per_round`` more rollouts; a prompt leaves once ``finished(its rollouts)`` or it holds
+    ``cap``. Returns every prompt's rollouts."""
+    pools: dict[int, Outcome] = {}
+    active = list(prompts)
+    while active:
+        drawn = np.array([pools[i].n if i in pools else 0 for i in active])
+        outcomes = ctx.sampler.sample(dict(zip(active, np.minimum(per_round, cap - drawn).tolist())))
+        for i in active:
+            pools[i] = pools[i].merge(outcomes[i]) if i in pools else outcomes[i]
+        active = [i for i in active if pools[i].n < cap and not finished(pools[i])]
+    return pools

@@ -309,6 +309,7 @@ class Objective:
             done = [0]  # checkpoints of this seed already reported
 
             def report(tracker: SeedRun | SeedResult, final: bool = False) -> None:
+                _Interrupts.check()  # a safe point: no storage write is under way
                 progress = tracker.progress
                 for j in range(done[0], len(progress)):
                     mean = (sum(c[j] for c in curves) + progress[j]) / (k + 1)
@@ -593,25 +594,51 @@ def optimize(study, config: TuneConfig, trials: int, *, timeout: float | None = 
             log(f"trial {trial.number}: failed ({why})")
 
     stop = optuna.study.MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[stop, say],
-                   catch=(AllocbenchError,), gc_after_trial=False)
+    _Interrupts.deferring = True
+    try:
+        study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[stop, say, _Interrupts.check],
+                       catch=(AllocbenchError,), gc_after_trial=False)
+    finally:
+        _Interrupts.deferring = False
+    _Interrupts.check()
 
 
-def _sigterm_as_interrupt():
-    """Make SIGTERM (a scheduler, ``kill``) end the run like Ctrl-C; returns the old handler."""
-    def handler(signum, frame):
+class _Interrupts:
+    """Ctrl-C and SIGTERM end a study cleanly. Inside ``optimize`` the signal is held until a
+    safe point (the next progress report of a run, or the end of a trial), so it never lands
+    while Optuna writes a trial to the storage, which would leave a traceback instead of a
+    stopped, resumable study; a second signal is not held."""
+
+    deferring = False
+    pending = False
+
+    @classmethod
+    def handler(cls, signum, frame):
+        if cls.deferring and not cls.pending:
+            cls.pending = True
+            return
         raise KeyboardInterrupt
 
+    @classmethod
+    def check(cls, *_):
+        if cls.pending:
+            cls.pending = False
+            raise KeyboardInterrupt
+
+
+def _install_interrupts() -> dict:
+    """Route SIGINT and SIGTERM (a scheduler, ``kill``) through ``_Interrupts``; returns the
+    old handlers."""
     try:
-        return signal.signal(signal.SIGTERM, handler)
+        return {sig: signal.signal(sig, _Interrupts.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
-        return None
+        return {}
 
 
 def _worker(config: TuneConfig, storage: str, study_name: str, trials: int, timeout, pruner: str,
             sampler_seed, quiet: bool) -> None:
     """One local worker process of ``--n-jobs``."""
-    _sigterm_as_interrupt()
+    _install_interrupts()
     try:
         study = open_study(config, storage, study_name, pruner=pruner, sampler_seed=sampler_seed)
         optimize(study, config, trials, timeout=timeout, log=None if quiet else _log)
@@ -856,12 +883,12 @@ def _overrides(items: list[str]) -> tuple:
 
 
 def cmd_tune(args) -> int:
-    previous = _sigterm_as_interrupt()
+    previous = _install_interrupts()
     try:
         return _cmd_tune(args)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _cmd_tune(args) -> int:

@@ -4,7 +4,7 @@ import numpy as np
 
 from allocbench.errors import ConfigError
 from allocbench.protocols import Outcome
-from allocbench.strategy import StepContext, Strategy, hyper, register
+from allocbench.strategy import StepContext, Strategy, hyper, register, sample_until
 
 
 @register("ar3po")
@@ -50,16 +50,8 @@ class AR3PO(Strategy):
         cache: dict[int, int] = ctx.memory.setdefault("cache", {})  # prompt -> tokens of a correct answer
 
         prompts = [int(i) for i in ctx.candidates.take(ctx.train_batch)]
-        groups: dict[int, Outcome] = {}
-        active = prompts
-        while active:
-            drawn = np.array([groups[i].n if i in groups else 0 for i in active])
-            outcomes = ctx.sampler.sample(dict(zip(active, np.minimum(stage_n, cap - drawn).tolist())))
-            for i in active:
-                groups[i] = groups[i].merge(outcomes[i]) if i in groups else outcomes[i]
-            solved = np.array([groups[i].rewards.max() > 0.5 for i in active])
-            full = np.array([groups[i].n >= cap for i in active])
-            active = [i for i, stop in zip(active, solved | full) if not stop]
+        # stage after stage, until a prompt's first correct answer or its cap
+        groups = sample_until(ctx, prompts, stage_n, cap, finished=lambda g: g.rewards.max() > 0.5)
 
         for i in prompts:
             g = groups[i]

@@ -1,7 +1,7 @@
 from dataclasses import dataclass
 
 from allocbench.protocols import Outcome
-from allocbench.strategy import StepContext, Strategy, guard_rounds, hyper, register
+from allocbench.strategy import StepContext, Strategy, fill_with_filter, hyper, register
 
 
 @register("dapo")
@@ -26,12 +26,5 @@ class DAPO(Strategy):
 
     def collect(self, ctx: StepContext) -> list[Outcome]:
         gen_batch_size = self.gen_batch_size or 3 * ctx.train_batch
-        kept: list[Outcome] = []
-        rounds = 0
-        while len(kept) < ctx.train_batch:
-            guard_rounds(self.name, rounds, self.max_num_gen_batches, len(kept), ctx.train_batch)
-            rounds += 1
-            prompts = ctx.candidates.take(gen_batch_size)
-            outcomes = ctx.sampler.sample({int(i): ctx.group_size for i in prompts})
-            kept += [o for o in outcomes.values() if o.std > 0]
-        return kept[: ctx.train_batch]
+        return fill_with_filter(ctx, self.name, gen_batch_size, self.max_num_gen_batches,
+                                keep=lambda group: group.std > 0)

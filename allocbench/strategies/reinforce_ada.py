@@ -4,7 +4,7 @@ import numpy as np
 
 from allocbench.errors import ConfigError
 from allocbench.protocols import Outcome
-from allocbench.strategy import StepContext, Strategy, hyper, register
+from allocbench.strategy import StepContext, Strategy, hyper, register, sample_until
 
 
 @register("reinforce_ada")
@@ -56,18 +56,12 @@ class ReinforceAda(Strategy):
         n = ctx.group_size
         need_pos, need_neg = (1, 0) if self.exit_rule == "pos" else (n // 2, n - n // 2)
 
+        def exit_rule_holds(pool: Outcome) -> bool:
+            correct = int((pool.rewards > 0.5).sum())
+            return pool.n >= n and correct >= need_pos and pool.n - correct >= need_neg
+
         prompts = [int(i) for i in ctx.candidates.take(ctx.train_batch)]
-        pools: dict[int, Outcome] = {}
-        active = prompts
-        while active:
-            drawn = np.array([pools[i].n if i in pools else 0 for i in active])
-            outcomes = ctx.sampler.sample(dict(zip(active, np.minimum(round_n, cap - drawn).tolist())))
-            for i in active:
-                pools[i] = pools[i].merge(outcomes[i]) if i in pools else outcomes[i]
-            size = np.array([pools[i].n for i in active])
-            pos = np.array([int((pools[i].rewards > 0.5).sum()) for i in active])
-            done = (size >= cap) | ((size >= n) & (pos >= need_pos) & (size - pos >= need_neg))
-            active = [i for i, d in zip(active, done) if not d]
+        pools = sample_until(ctx, prompts, round_n, cap, finished=exit_rule_holds)
         return [downsample(pools[i], n) for i in prompts]
 
 

@@ -172,15 +172,17 @@ def _check_shared(storage: str, study: str, procs: list[subprocess.Popen], trial
     assert [t.number for t in all_trials] == list(range(len(all_trials)))  # none lost, none doubled
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in all_trials), [t.state for t in all_trials]
     assert trials <= len(all_trials) <= trials + workers  # a worker stops once the study has enough
-    assert len({t.user_attrs["worker"] for t in all_trials}) == workers
+    # every worker may take part; under load a late starter can find the study already full,
+    # so require real sharing (two or more) rather than every worker
+    assert 2 <= len({t.user_attrs["worker"] for t in all_trials}) <= workers
     assert all(t.intermediate_values for t in all_trials)
 
 
 def test_two_workers_share_one_sqlite_study(tmp_path):
     storage = sqlite(tmp_path / "w.db")
-    # started together: both create-or-load the study; each stops when the study holds 10
-    procs = [popen(tune_cmd(storage, "w", 10, "--worker"), tmp_path) for _ in range(2)]
-    _check_shared(storage, "w", procs, 10, 2)
+    # started together: both create-or-load the study; each stops when the study holds 24
+    procs = [popen(tune_cmd(storage, "w", 24, "--worker"), tmp_path) for _ in range(2)]
+    _check_shared(storage, "w", procs, 24, 2)
 
 
 def _pg_bin(name: str) -> str | None:
@@ -232,6 +234,6 @@ def postgres_url():
 @pytest.mark.postgres
 def test_two_workers_share_one_postgres_study(tmp_path, postgres_url):
     # one process with two local workers (--n-jobs 2) plus a separate worker "on another machine"
-    procs = [popen(tune_cmd(postgres_url, "pg", 12, "--worker", "--n-jobs", "2"), tmp_path),
-             popen(tune_cmd(postgres_url, "pg", 12, "--worker"), tmp_path)]
-    _check_shared(postgres_url, "pg", procs, 12, 3)
+    procs = [popen(tune_cmd(postgres_url, "pg", 24, "--worker", "--n-jobs", "2"), tmp_path),
+             popen(tune_cmd(postgres_url, "pg", 24, "--worker"), tmp_path)]
+    _check_shared(postgres_url, "pg", procs, 24, 3)
