@@ -9,6 +9,7 @@ override, loadable with --preset DIR/preset.toml) and DIR/checkpoint/ (the lates
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -19,7 +20,7 @@ from allocbench.errors import ConfigError, DataTooHard
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "train", help="train one strategy with the real GRPO loop (torch) on a preset",
+        "train", help="train one strategy with the real GRPO loop (torch, vLLM generation) on a preset",
         description="Run one strategy on one seed of a real preset (see --list-presets) and write "
         "DIR/runs.parquet, DIR/preset.toml and DIR/checkpoint/.")
     p.add_argument("--preset", default=None, help="preset name or TOML file (see --list-presets)")
@@ -35,6 +36,9 @@ def add_parser(sub) -> None:
     p.add_argument("--env-set", dest="env_set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a preset field, e.g. learner.lr=1e-4 or generation.max_new_tokens=32 "
                    "(sections: model, generation, data, learner, eval, verifier, run; repeatable)")
+    p.add_argument("--backend", choices=("auto", "torch", "vllm"), default=None,
+                   help="generation backend (= --env-set generation.backend=...); default: the preset's "
+                   "(auto: vllm where vLLM imports and a GPU is present, else torch)")
     p.add_argument("--train-batch", type=int, default=None, help="prompts per step B; default: the preset's")
     p.add_argument("--group-size", type=int, default=None, help="rollouts per prompt n; default: the preset's")
     p.add_argument("--eval-every", type=int, default=None, help="steps between evaluations; default: the preset's")
@@ -82,11 +86,23 @@ def cmd_train(args) -> int:
     # every input is checked before the environment (a model load) is built
     strategy = make_strategy(args.strategy, **strategy_params([args.strategy], args.config, args.hp)[args.strategy])
     overrides = parse_env_sets(args.env_set)
+    if args.backend is not None:
+        overrides["generation.backend"] = args.backend
     preset = get_preset(args.preset, **overrides)
     if args.checkpoint_every < 0:
         raise ConfigError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     if args.resume and args.force:
         raise ConfigError("--resume and --force exclude each other")
+    # under torchrun every rank runs the loop (docs/scale.md); rank 0 alone writes and reports
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and (args.checkpoint_every or args.resume):
+        if args.resume:
+            raise ConfigError("--resume is not available under torchrun (no checkpoints with several ranks)")
+        if rank == 0:
+            print("allocbench: note: no checkpoints under torchrun with several ranks", file=sys.stderr)
+        args.checkpoint_every = 0
+    if rank != 0:
+        args.quiet, args.csv = True, False
     out = args.out or Path("runs") / f"{preset.name}-{strategy.name}-seed{args.seed}"
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path is a file, not a folder: {out}")
@@ -99,12 +115,12 @@ def cmd_train(args) -> int:
     has_ckpt = (ckpt_dir / "latest").exists()
     if args.resume and not has_ckpt:
         raise ConfigError(f"nothing to resume: {ckpt_dir} holds no checkpoint")
-    if not args.resume and not args.force:
+    if not args.resume and not args.force and rank == 0:
         existing = [str(p) for p in files.values() if p.exists()] + ([str(ckpt_dir)] if has_ckpt else [])
         if existing:
             raise ConfigError(f"would overwrite {', '.join(existing)}; pass --force to start over"
                               + (" or --resume to continue" if has_ckpt else ""))
-    if args.force and ckpt_dir.exists():
+    if args.force and ckpt_dir.exists() and rank == 0:
         shutil.rmtree(ckpt_dir)
     config = RunConfig(steps=preset.run.steps if args.steps is None else args.steps, seed=args.seed,
                        train_batch=args.train_batch, group_size=args.group_size,
@@ -114,11 +130,13 @@ def cmd_train(args) -> int:
     from real import make_env
 
     started = time.perf_counter()
-    print(f"building {preset.name} (seed {args.seed}) ...", file=sys.stderr)
+    if rank == 0:
+        print(f"building {preset.name} (seed {args.seed}) ...", file=sys.stderr)
     env = make_env(args.preset, seed=args.seed, **overrides)
-    print(f"ready in {time.perf_counter() - started:.1f}s; training {strategy.name} for {config.steps} steps",
-          file=sys.stderr)
-    out.mkdir(exist_ok=True)
+    if rank == 0:
+        print(f"ready in {time.perf_counter() - started:.1f}s; training {strategy.name} for {config.steps} steps",
+              file=sys.stderr)
+        out.mkdir(exist_ok=True)
     checkpoint = Checkpoint(ckpt_dir, every=args.checkpoint_every) if args.checkpoint_every else None
     try:
         table = run(env, strategy, config, on_step=None if args.quiet else _progress(config.steps),
@@ -128,6 +146,8 @@ def cmd_train(args) -> int:
             raise
         print(f"allocbench: warning: the run stopped early: {e}", file=sys.stderr)
         table = e.table
+    if rank != 0:
+        return 0
     write_atomic(files["preset.toml"], lambda tmp: Path(tmp).write_text(to_toml(preset)))
     write_table(table, files["runs.parquet"])
     if args.csv:

@@ -9,6 +9,7 @@ random stream, so a resumed run continues exactly.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
@@ -18,7 +19,7 @@ import torch
 from allocbench.errors import ConfigError
 from allocbench.protocols import Environment, Outcome
 from real import presets as P
-from real.backends import SamplingParams, make_backend
+from real.backends import SamplingParams, backend_options, make_backend, resolve_backend
 from real.data import Problem, load_problems
 from real.learner import GRPOLearner
 from real.rollouts import Rollout, RolloutStore
@@ -95,8 +96,21 @@ class RealEvaluator:
         correct = w.verifier.score_many(texts, answers).reshape(len(prompts), k)
         rate = correct.mean(1)
         w.timer.add("time_eval_s", time.perf_counter() - start)
-        return {"eval_acc": float(rate.mean()), "eval_solved_share": float((rate >= 0.95).mean()),
-                "eval_unsolved_share": float((rate <= 0.05).mean())}
+        sources = np.array([p.source for p in w.eval])
+        names = list(dict.fromkeys(sources.tolist()))
+        if len(names) <= 1:
+            return {"eval_acc": float(rate.mean()), "eval_solved_share": float((rate >= 0.95).mean()),
+                    "eval_unsolved_share": float((rate <= 0.05).mean())}
+        # several benchmarks: each one's accuracy, and their mean (every benchmark weighs the same)
+        per = {name: rate[sources == name] for name in names}
+        out = {f"eval_acc_{_slug(name)}": float(r.mean()) for name, r in per.items()}
+        return {"eval_acc": float(np.mean([r.mean() for r in per.values()])),
+                "eval_solved_share": float(np.mean([(r >= 0.95).mean() for r in per.values()])),
+                "eval_unsolved_share": float(np.mean([(r <= 0.05).mean() for r in per.values()])), **out}
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
 class RealWorld:
@@ -106,14 +120,21 @@ class RealWorld:
         self.preset, self.seed = preset, seed
         self.train, self.eval, self.reports = load_data(preset)
         warm = warmup_problems(preset, self.eval) if preset.model.warmup_steps > 0 else None
-        from real.policy import load_policy
+        from real.policy import load_policy, resolve_device
+
+        if preset.learner.fsdp:  # join the torchrun job (and take this rank's GPU) before loading
+            from real.learner import init_distributed
+
+            init_distributed(resolve_device(preset.model.device).type)
 
         self.policy = load_policy(preset.model, warm)
         g = preset.generation
         self.sampling = SamplingParams(g.temperature, g.top_p, g.max_new_tokens)
         run_seeds = np.random.SeedSequence([seed, 11]).generate_state(2)
         torch.manual_seed(int(run_seeds[0]))
-        self.backend = make_backend(g.backend, self.policy, int(run_seeds[1]), max_batch_rows=g.max_batch_rows)
+        self.backend_name = resolve_backend(g.backend, self.policy.device)
+        self.backend = make_backend(self.backend_name, self.policy, int(run_seeds[1]),
+                                    **backend_options(g, self.backend_name))
         v = preset.verifier
         self.verifier = MathVerifier(v.timeout_s, v.require_boxed, v.isolation)
         self.store = RolloutStore(preset.learner.retain_steps)
@@ -130,6 +151,9 @@ class RealWorld:
 
     # ------------------------------------------------------------------ checkpoint hooks
     def save(self, folder: Path) -> None:
+        if self.learner.world > 1:
+            raise ConfigError("checkpoints are not written under learner.fsdp with several ranks (the model is "
+                              "sharded); run with --checkpoint-every 0")
         state = {
             "preset": P.to_dict(self.preset), "seed": self.seed,
             "model": self.policy.model.state_dict(), "learner": self.learner.state_dict(),
@@ -157,17 +181,28 @@ def load_data(preset: P.Preset) -> tuple[list[Problem], list[Problem], list]:
     d = preset.data
     common = dict(question_field=d.question_field, answer_field=d.answer_field, skip_malformed=d.skip_malformed,
                   seed=d.seed, options=d.options)
-    if d.train == "arith" and d.eval == "arith":  # one draw, split: train and eval are disjoint
+    if d.train == "arith" and eval_sources(preset) == ["arith"]:  # one draw, split: train and eval are disjoint
         n_train, n_eval = d.train_size or 2000, d.eval_size or 200
         problems, report = load_problems("arith", size=n_train + n_eval, seed=d.seed,
                                          options={"levels": d.arith_levels, "template": d.arith_template})
-        return problems[:n_train], problems[n_train:], [report]
+        return problems[:n_train], [replace(p, source="arith") for p in problems[n_train:]], [report]
     options = {"levels": d.arith_levels, "template": d.arith_template}
     train, r1 = load_problems(d.train, split=d.train_split, size=d.train_size,
                               **{**common, "options": options if d.train == "arith" else d.options})
-    evals, r2 = load_problems(d.eval, split=d.eval_split, size=d.eval_size,
-                              **{**common, "seed": d.seed + 1, "options": options if d.eval == "arith" else d.options})
-    return train, evals, [r1, r2]
+    evals, reports = [], [r1]
+    for source in eval_sources(preset):
+        part, r2 = load_problems(source, split=d.eval_split, size=d.eval_size,
+                                 **{**common, "seed": d.seed + 1,
+                                    "options": options if source == "arith" else d.options})
+        evals += [replace(p, source=source) for p in part]
+        reports.append(r2)
+    return train, evals, reports
+
+
+def eval_sources(preset: P.Preset) -> list[str]:
+    """The held-out benchmarks: ``data.eval`` as a list."""
+    e = preset.data.eval
+    return [e] if isinstance(e, str) else list(e)
 
 
 def warmup_problems(preset: P.Preset, held_out: list[Problem]) -> list[Problem]:

@@ -43,14 +43,19 @@ class GRPOLearner:
         self.temperature = temperature if temperature > 0 else 1.0
         self.timer = timer
         self.version = 0  # optimizer steps taken; rollouts carry the version they were drawn at
-        params = [p for p in policy.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                           weight_decay=cfg.weight_decay)
         self.reference = None
         if cfg.kl_coef > 0:
             self.reference = copy.deepcopy(policy.model).eval()
             for p in self.reference.parameters():
                 p.requires_grad_(False)
+        self.rank, self.world = 0, 1
+        if cfg.fsdp:  # every rank runs this learner on its share of each batch (docs/scale.md)
+            self.rank, self.world = shard_model(policy.model, policy.device)
+            if self.reference is not None:
+                shard_model(self.reference, policy.device)
+        params = [p for p in policy.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                           weight_decay=cfg.weight_decay)
 
     # ------------------------------------------------------------------ the Learner protocol
     def update(self, groups: list[Outcome]) -> dict:
@@ -58,7 +63,8 @@ class GRPOLearner:
         timing = self.timer.take() if self.timer is not None else {}
         if not groups:
             self.store.evict(self.version)
-            return {**self._empty(), **timing, "time_learn_s": time.perf_counter() - start, "time_store_s": 0.0}
+            return {**self._empty(), **timing, "time_learn_s": time.perf_counter() - start, "time_store_s": 0.0,
+                    "time_push_s": 0.0}
         rollouts, advantages = [], []
         store_start = time.perf_counter()
         for g in groups:
@@ -70,14 +76,18 @@ class GRPOLearner:
             rollouts += rs
             advantages += adv.tolist()
         store_s = time.perf_counter() - store_start
+        if self.backend is not None and hasattr(self.backend, "sleep"):
+            self.backend.sleep()  # a vLLM engine frees the GPU for the step
         stats = self.step(rollouts, np.array(advantages, dtype=np.float32))
         store_start = time.perf_counter()
         self.store.mark_trained(rollouts)
         self.store.evict(self.version)
         store_s += time.perf_counter() - store_start
+        push_start = time.perf_counter()
         if self.backend is not None:
             self.backend.update_weights()
-        return {**stats, **timing, "time_learn_s": time.perf_counter() - start, "time_store_s": store_s}
+        return {**stats, **timing, "time_learn_s": time.perf_counter() - start, "time_store_s": store_s,
+                "time_push_s": time.perf_counter() - push_start}
 
     # ------------------------------------------------------------------ the optimisation
     def step(self, rollouts: list[Rollout], advantages: np.ndarray) -> dict:
@@ -118,7 +128,7 @@ class GRPOLearner:
         n_seq = len(mb)
         sums = dict(loss=0.0, pg_loss=0.0, kl=0.0, clipped=0.0, entropy=0.0)
         ratio_max = 0.0
-        for chunk in np.array_split(mb, max(1, int(np.ceil(len(mb) / cfg.micro_batch_rows)))):
+        for chunk, weight in self._chunks(mb):
             logp, entropy = self._logprobs(model, [prompts[i] for i in chunk], [rollouts[i] for i in chunk],
                                            with_entropy=True)
             width = max(len(x) for x in logp)
@@ -145,18 +155,23 @@ class GRPOLearner:
                 delta = (ref_lp - lp).clamp(-20, 20)
                 kl = torch.exp(delta) - delta - 1
                 per_token = pg + cfg.kl_coef * kl
+            mask = mask * weight  # 0: a stand-in row of a rank with nothing left to do (FSDP)
             loss = self._aggregate(per_token, mask, total_tokens, n_seq)
-            loss.backward()
+            # FSDP averages the ranks' gradients; each rank's loss is its share of the batch's
+            (loss * self.world).backward()
             with torch.no_grad():
                 sums["loss"] += float(loss)
                 sums["pg_loss"] += float(self._aggregate(pg, mask, total_tokens, n_seq))
                 sums["kl"] += float((kl * mask).sum()) / total_tokens
                 sums["clipped"] += float((((ratio - clipped_ratio).abs() > 0).float() * mask).sum()) / total_tokens
-                sums["entropy"] += float(sum(e.sum() for e in entropy)) / total_tokens
+                sums["entropy"] += weight * float(sum(e.sum() for e in entropy)) / total_tokens
                 ratio_max = max(ratio_max, float((ratio * mask).max()))
+        if self.world > 1:  # the batch's statistics: the ranks' shares summed
+            sums, ratio_max = _all_reduce_stats(sums, ratio_max, self.policy.device)
         params = [p for p in model.parameters() if p.requires_grad]
-        if cfg.max_grad_norm > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+        if cfg.max_grad_norm > 0 or self.world > 1 or cfg.fsdp:
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         else:
             grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
         lr = cfg.lr * min(1.0, (self.version + 1) / cfg.lr_warmup_steps) if cfg.lr_warmup_steps else cfg.lr
@@ -169,6 +184,18 @@ class GRPOLearner:
         model.eval()
         return dict(loss=sums["loss"], pg_loss=sums["pg_loss"], kl=sums["kl"], clip_frac=sums["clipped"],
                     entropy=sums["entropy"], ratio_max=ratio_max, grad_norm=grad_norm, tokens=total_tokens)
+
+    def _chunks(self, mb: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """This rank's micro-batches of the mini-batch ``mb`` as (rows, weight). One process:
+        all of ``mb`` in chunks of ``micro_batch_rows``. Under FSDP every rank takes every
+        ``world``-th row and all ranks run the same number of micro-batches (each forward is a
+        collective); a rank left without rows runs one row with weight 0."""
+        rows = self.cfg.micro_batch_rows
+        if self.world == 1:
+            return [(c, 1.0) for c in np.array_split(mb, max(1, int(np.ceil(len(mb) / rows))))]
+        mine = mb[self.rank::self.world]
+        n = max(1, int(np.ceil(int(np.ceil(len(mb) / self.world)) / rows)))
+        return [(c, 1.0) if len(c) else (mb[:1], 0.0) for c in np.array_split(mine, n)]
 
     @torch.no_grad()
     def objective(self, rollouts: list[Rollout], advantages: np.ndarray) -> float:
@@ -229,3 +256,58 @@ class GRPOLearner:
     def load_state_dict(self, state: dict) -> None:
         self.version = state["version"]
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+# ---------------------------------------------------------------- FSDP (learner.fsdp)
+
+def init_distributed(device_type: str) -> tuple[int, int]:
+    """Join the torchrun job this process was started in (RANK / WORLD_SIZE / MASTER_ADDR from
+    torchrun), NCCL on GPU and gloo on CPU; a lone process makes a world of one. Returns
+    (rank, world size). On GPU, each rank takes the GPU LOCAL_RANK."""
+    import os
+
+    import torch.distributed as dist
+
+    if device_type == "cuda" and torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ:
+            dist.init_process_group(backend)
+        else:  # a world of one (no torchrun)
+            import tempfile
+
+            store = dist.FileStore(tempfile.mktemp(prefix="allocbench-dist-"), 1)
+            dist.init_process_group(backend, store=store, rank=0, world_size=1)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def shard_model(model: torch.nn.Module, device: torch.device) -> tuple[int, int]:
+    """FSDP2 (``fully_shard``) over all ranks: each decoder layer (the model's
+    ``_no_split_modules`` classes) is one unit, the rest (embeddings, head, final norm) the
+    root's. Parameter names do not change, so the state dict keeps checkpoint names."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    if not dist.is_initialized():
+        init_distributed(device.type)
+    world = dist.get_world_size()
+    mesh = init_device_mesh(device.type, (world,))
+    units = set(getattr(model, "_no_split_modules", None) or ())
+    for module in list(model.modules())[1:]:
+        if type(module).__name__ in units:
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return dist.get_rank(), world
+
+
+def _all_reduce_stats(sums: dict, ratio_max: float, device) -> tuple[dict, float]:
+    import torch.distributed as dist
+
+    keys = list(sums)
+    values = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    top = torch.tensor([ratio_max], dtype=torch.float64, device=device)
+    dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    return dict(zip(keys, values.tolist())), float(top.item())

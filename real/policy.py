@@ -51,6 +51,18 @@ class Policy:
         return int(self.tokenizer.eos_token_id)
 
     @property
+    def stop_ids(self) -> list[int]:
+        """The token ids that end a completion: EOS and the preset's ``stop_tokens``."""
+        ids = [self.eos_id]
+        for token in self.cfg.stop_tokens:
+            i = self.tokenizer.convert_tokens_to_ids(token)
+            if i is None or (i == self.tokenizer.unk_token_id and token != self.tokenizer.unk_token):
+                raise ConfigError(f"model.stop_tokens: {token!r} is not a token of {self.cfg.name}'s tokenizer")
+            if int(i) not in ids:
+                ids.append(int(i))
+        return ids
+
+    @property
     def pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
         return int(self.eos_id if pad is None else pad)
@@ -119,7 +131,9 @@ def load_policy(cfg: ModelConfig, warmup_problems=None) -> Policy:
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.eval()
-    return Policy(model, tokenizer, device, cfg)
+    policy = Policy(model, tokenizer, device, cfg)
+    policy.stop_ids  # noqa: B018 - checks model.stop_tokens against the tokenizer now
+    return policy
 
 
 # ---------------------------------------------------------------- the tiny model

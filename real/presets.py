@@ -50,21 +50,34 @@ class ModelConfig:
     chat: bool = False
     system_prompt: str | None = None
     gradient_checkpointing: bool = False
+    # tokens that end a completion besides the tokenizer's EOS (e.g. a chat template's
+    # end-of-turn token, "<|im_end|>", which a base model's tokenizer does not call EOS)
+    stop_tokens: tuple = ()
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    backend: str = "torch"  # torch; vllm (a later issue) slots in through real.backends
+    # auto: vllm where vLLM imports and a GPU is present, torch otherwise; or torch / vllm
+    backend: str = "auto"
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 16
-    max_batch_rows: int = 512  # rows per batched forward; a larger round is cut into chunks
+    max_batch_rows: int = 512  # torch: rows per batched forward; a larger round is cut into chunks
+    # vllm only (real.backends.vllm_backend; docs/scale.md):
+    tensor_parallel_size: int = 1  # GPUs per engine; > 1 under torchrun, one rank per GPU
+    gpu_memory_utilization: float = 0.5  # share of GPU memory for the engine (weights + KV cache)
+    max_model_len: int | None = None  # None: the model's context length
+    sleep_mode: bool = True  # GPU: the engine sleeps during the learner's step (one GPU shared)
+    kv_cache_gib: float | None = None  # CPU: the KV cache's size (None: 0.25 GiB)
+    seed_requests: bool = True  # one seed per request: samples reproducible, runs resumable exactly
 
 
 @dataclass(frozen=True)
 class DataConfig:
     train: str = "arith"  # a source of real.data.load_problems
-    eval: str = "arith"  # for arith: drawn together with train, disjoint from it
+    # a source, or a list of sources (eval_acc: the mean of their accuracies); for arith: drawn
+    # together with train, disjoint from it
+    eval: str | tuple = "arith"
     train_split: str | None = None
     eval_split: str | None = None
     question_field: str | None = None
@@ -94,6 +107,9 @@ class LearnerConfig:
     micro_batch_rows: int = 64  # rows per forward/backward (gradient accumulation)
     mini_batches: int = 1  # optimizer steps per update (>1: PPO-style epochs over the batch)
     retain_steps: int = 16  # rollouts not trained on are kept this many steps for reuse
+    # shard the model over the torchrun job's ranks with FSDP2 (each rank learns on its share of
+    # the batch); a lone process makes a world of one. docs/scale.md
+    fsdp: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +150,7 @@ class Preset:
 
 
 SECTIONS = ("model", "generation", "data", "learner", "eval", "verifier", "run")
+LIST_OR_STR = {("data", "eval")}  # fields that take one name or a list of names
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset(
@@ -175,6 +192,59 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 ]}
 
 
+# ------------------------------------------------------------------ the paper's configurations
+# (Pilot-Commit, arXiv 2605.26606): GPU, vLLM generation, bf16, a DAPO-recipe learner
+# (clip-higher 0.2 / 0.28, token-mean loss, no KL), B = 128 prompts per step and a generation
+# batch of 3 x B = 384 (the strategies' default gen_batch_size), evaluated on five benchmarks.
+# One GPU: `allocbench train --preset paper-1.5b-deepmath --strategy pilot_commit`; the larger
+# models: torchrun with learner.fsdp and generation.tensor_parallel_size (docs/scale.md).
+
+PAPER_EVAL = ("math500", "aime24", "amc23", "minerva", "olympiadbench")
+QWEN_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+BOXED_SUFFIX = "\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
+
+def _paper(name: str, description: str, model: str, train: str, n: int, *, max_new_tokens: int,
+           max_model_len: int, micro_batch_rows: int, eval_cfg: EvalConfig, system_prompt: str | None,
+           prompt_template: str) -> Preset:
+    return Preset(
+        name, description,
+        model=ModelConfig(name=model, dtype="bfloat16", device="auto", chat=True, system_prompt=system_prompt,
+                          prompt_template=prompt_template, gradient_checkpointing=True,
+                          stop_tokens=("<|im_end|>", "<|endoftext|>")),
+        generation=GenerationConfig(backend="vllm", temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens,
+                                    max_model_len=max_model_len, gpu_memory_utilization=0.5, sleep_mode=True,
+                                    seed_requests=False),
+        data=DataConfig(train=train, eval=PAPER_EVAL, train_size=None, eval_size=None),
+        learner=LearnerConfig(lr=1e-6, weight_decay=0.1, lr_warmup_steps=10, eps_low=0.2, eps_high=0.28, kl_coef=0.0,
+                              max_grad_norm=1.0, loss_agg="token-mean", norm_adv_by_std=True,
+                              micro_batch_rows=micro_batch_rows, mini_batches=4),
+        eval=eval_cfg,
+        verifier=VerifierConfig(timeout_s=5.0, require_boxed=True),
+        run=RunDefaults(train_batch=128, group_size=n, steps=200, eval_every=10),
+    )
+
+
+PAPER_PRESETS = [
+    _paper("paper-1.5b-deepmath",
+           "Qwen2.5-Math-1.5B on DeepMath-103K, n = 128 (Pilot-Commit: pilot 32 + commit 96), 128 prompts per "
+           "step; eval MATH500/AIME24/AMC23/Minerva/OlympiadBench (greedy); one GPU",
+           "Qwen/Qwen2.5-Math-1.5B", "deepmath-103k", 128, max_new_tokens=3072, max_model_len=4096,
+           micro_batch_rows=8, eval_cfg=EvalConfig(k=1, temperature=0.0), system_prompt=QWEN_MATH_SYSTEM,
+           prompt_template="{question}"),
+    *[_paper(f"paper-{size}-polaris",
+             f"Qwen3-{size.upper()} on Polaris-53K, n = 64 (Pilot-Commit: pilot 16 + commit 48), 128 prompts per "
+             f"step; eval MATH500/AIME24/AMC23/Minerva/OlympiadBench (avg@4, T = 0.6, top-p 0.95); {gpus}",
+             f"Qwen/Qwen3-{size.upper()}", "polaris-53k", 64, max_new_tokens=8192, max_model_len=9216,
+             micro_batch_rows=rows, eval_cfg=EvalConfig(k=4, temperature=0.6, top_p=0.95), system_prompt=None,
+             prompt_template="{question}" + BOXED_SUFFIX)
+      for size, rows, gpus in (("4b", 4, "one GPU, or a node with learner.fsdp"),
+                               ("8b", 2, "a node: torchrun, learner.fsdp"),
+                               ("14b", 2, "a node: torchrun, learner.fsdp, generation.tensor_parallel_size = 2"))],
+]
+PRESETS.update({p.name: p for p in PAPER_PRESETS})
+
+
 def scenario_names() -> list[str]:
     return list(PRESETS)
 
@@ -187,7 +257,43 @@ def get_preset(name: str, **overrides) -> Preset:
         preset = PRESETS[name]
     else:
         raise ConfigError(f"unknown real preset {name!r}; known: {', '.join(PRESETS)} (or a .toml file)")
-    return apply_overrides(preset, overrides)
+    return validate(apply_overrides(preset, overrides))
+
+
+GENERATION_BACKENDS = ("auto", "torch", "vllm")
+
+
+def validate(preset: Preset) -> Preset:
+    """Check the settings that can be checked without torch, a model or data (choices, ranges);
+    ConfigError names the first bad one. Returns the preset."""
+    g, l, r, e = preset.generation, preset.learner, preset.run, preset.eval
+    checks = [
+        (g.backend in GENERATION_BACKENDS, f"generation.backend must be one of {', '.join(GENERATION_BACKENDS)}; "
+                                           f"got {g.backend!r}"),
+        (g.temperature >= 0 and 0 < g.top_p <= 1 and g.max_new_tokens > 0,
+         "generation: temperature >= 0, 0 < top_p <= 1 and max_new_tokens > 0 needed"),
+        (g.tensor_parallel_size >= 1, f"generation.tensor_parallel_size must be >= 1, got {g.tensor_parallel_size}"),
+        (0 < g.gpu_memory_utilization <= 1,
+         f"generation.gpu_memory_utilization must be in (0, 1], got {g.gpu_memory_utilization}"),
+        (g.max_model_len is None or g.max_model_len > g.max_new_tokens,
+         f"generation.max_model_len ({g.max_model_len}) must exceed max_new_tokens ({g.max_new_tokens})"),
+        (g.kv_cache_gib is None or g.kv_cache_gib > 0,
+         f"generation.kv_cache_gib must be positive, got {g.kv_cache_gib}"),
+        (preset.model.dtype in ("auto", "float32", "bfloat16", "float16"),
+         f"model.dtype must be auto, float32, bfloat16 or float16; got {preset.model.dtype!r}"),
+        (l.loss_agg in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"),
+         f"learner.loss_agg must be one of token-mean, seq-mean-token-mean, seq-mean-token-sum; got {l.loss_agg!r}"),
+        (l.micro_batch_rows > 0 and l.mini_batches > 0,
+         "learner.micro_batch_rows and learner.mini_batches must be positive"),
+        (l.eps_low >= 0 and l.eps_high >= 0 and l.lr > 0, "learner: eps_low, eps_high >= 0 and lr > 0 needed"),
+        (e.k >= 1 and e.temperature >= 0 and 0 < e.top_p <= 1, "eval: k >= 1, temperature >= 0, 0 < top_p <= 1 needed"),
+        (min(r.train_batch, r.group_size, r.steps, r.eval_every) > 0, "run: train_batch, group_size, steps and "
+                                                                     "eval_every must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"real preset {preset.name!r}: {message}")
+    return preset
 
 
 def apply_overrides(preset: Preset, overrides: dict[str, Any]) -> Preset:
@@ -224,6 +330,12 @@ def apply_overrides(preset: Preset, overrides: dict[str, Any]) -> Preset:
 def _coerce(section: str, f: dataclasses.Field, current: Any, value: Any) -> Any:
     if isinstance(current, tuple) and isinstance(value, list):
         return tuple(value)
+    if (section, f.name) in LIST_OR_STR:
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"real preset: {section}.{f.name} must be a source name or a list of them, got {value!r}")
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if current is not None and value is not None and not isinstance(value, type(current)) and not (
@@ -257,8 +369,12 @@ def to_dict(preset: Preset) -> dict:
 
 
 def to_toml(preset: Preset) -> str:
-    """The preset as a TOML file ``load_toml`` reads back (None fields are left out)."""
+    """The preset as a TOML file ``load_toml`` reads back. TOML has no null: a None field is left
+    out, so a preset named after a built-in one names it as its ``base`` (where its None fields,
+    e.g. ``data.train_size = None`` for all the data, come from)."""
     lines = [f"name = {_toml_value(preset.name)}", f"description = {_toml_value(preset.description)}"]
+    if preset.name in PRESETS:
+        lines.insert(0, f"base = {_toml_value(preset.name)}")
     for section in SECTIONS:
         lines.append(f"\n[{section}]")
         for f in fields(getattr(preset, section)):

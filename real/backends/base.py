@@ -10,6 +10,7 @@ protocol, so a vLLM backend (its own engine, weights synced after each optimizer
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -49,6 +50,10 @@ class GenerationBackend(Protocol):
     def update_weights(self) -> None:
         """Called after every optimizer step (a backend with its own copy of the weights syncs)."""
 
+    def sleep(self) -> None:
+        """Called before every optimizer step: a backend holding accelerator memory of its own
+        (vLLM's weights and KV cache) may release it until the next ``update_weights``."""
+
     def state_dict(self) -> dict:
         """Random state to checkpoint."""
 
@@ -61,9 +66,30 @@ BACKENDS = {
 }
 
 
+def resolve_backend(name: str, device) -> str:
+    """``auto``: vllm where vLLM imports and the policy is on a GPU, torch otherwise."""
+    if name != "auto":
+        return name
+    if getattr(device, "type", str(device)) == "cuda" and importlib.util.find_spec("vllm") is not None:
+        return "vllm"
+    return "torch"
+
+
+def backend_options(generation, name: str) -> dict:
+    """The constructor options of backend ``name`` from a preset's ``generation`` section."""
+    if name == "torch":
+        return {"max_batch_rows": generation.max_batch_rows}
+    if name == "vllm":
+        g = generation
+        return dict(tensor_parallel_size=g.tensor_parallel_size, gpu_memory_utilization=g.gpu_memory_utilization,
+                    max_model_len=g.max_model_len, sleep_mode=g.sleep_mode, kv_cache_gib=g.kv_cache_gib,
+                    seed_requests=g.seed_requests)
+    return {}
+
+
 def make_backend(name: str, policy, seed: int, **options) -> GenerationBackend:
     if name not in BACKENDS:
-        raise ConfigError(f"unknown generation backend {name!r}; known: {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown generation backend {name!r}; known: auto, {', '.join(BACKENDS)}")
     module, attr = BACKENDS[name].split(":")
     try:
         cls = getattr(importlib.import_module(module), attr)

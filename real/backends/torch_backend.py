@@ -4,9 +4,9 @@ causal LM.
 One round: each prompt is repeated ``count`` times, left-padded into one batch (cut into chunks
 of ``max_batch_rows`` rows for a large round), prefilled in one forward pass, then decoded one
 token per step for all rows at once with the model's KV cache, until every row has produced EOS
-or ``max_new_tokens``. Temperature and top-p (nucleus) sampling; the log-probability of each
-sampled token under ``log_softmax(logits / temperature)`` is kept for the learner's importance
-ratio.
+(or another of the policy's stop tokens) or ``max_new_tokens``. Temperature and top-p (nucleus)
+sampling; the log-probability of each sampled token under ``log_softmax(logits / temperature)``
+is kept for the learner's importance ratio.
 """
 
 from __future__ import annotations
@@ -33,13 +33,16 @@ class TorchBackend:
     def update_weights(self) -> None:  # generation uses the learner's model itself
         pass
 
+    def sleep(self) -> None:  # nothing of its own to release
+        pass
+
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: an FSDP model's gathered weights must stay usable for training
     def generate(self, prompts: Sequence[Sequence[int]], counts: Sequence[int], params: SamplingParams,
                  generator: torch.Generator | None = None) -> list[list[Completion]]:
         generator = generator or self.generator
@@ -55,7 +58,8 @@ class TorchBackend:
 
     def _chunk(self, rows: list[Sequence[int]], params: SamplingParams, generator) -> list[Completion]:
         policy, model = self.policy, self.policy.model
-        device, pad, eos = policy.device, policy.pad_id, policy.eos_id
+        device, pad = policy.device, policy.pad_id
+        stops = torch.as_tensor(policy.stop_ids, device=device)
         was_training = model.training
         model.eval()
         width = max(len(r) for r in rows)
@@ -77,7 +81,7 @@ class TorchBackend:
             tokens.append(token)
             logps.append(logp)
             alive.append(~done)
-            done = done | (token == eos)
+            done = done | torch.isin(token, stops)
             if bool(done.all()) or step == params.max_new_tokens - 1:
                 break
             mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], dim=1)
