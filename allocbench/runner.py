@@ -75,6 +75,7 @@ def run(
         stats = group_stats(groups)
         scores = env.evaluator.evaluate() if evaluate else {}
         evals = {k: scores.get(k, float("nan")) for k in EVAL_COLUMNS}
+        evals.update((k, v) for k, v in scores.items() if k.startswith("eval_acc_"))
         return {**fixed, "step": step, "train_batch": B, "group_size": n, "epoch": candidates.epoch,
                 "cum_rollouts": ledger.total.rollouts, "cum_tokens": ledger.total.tokens,
                 "step_rollouts": ledger.step.rollouts, "pilot_rollouts": ledger.step.pilot_rollouts,
@@ -128,5 +129,5 @@ def group_stats(groups: list[Outcome]) -> dict:
 def _table(rows: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     hp_cols = [c for c in table.columns if c.startswith("hp_")]
-    learn_cols = [c for c in table.columns if c.startswith("learn_")]
-    return table[list(COLUMNS) + hp_cols + learn_cols]
+    extra = [c for c in table.columns if c.startswith(("learn_", "eval_acc_"))]
+    return table[list(COLUMNS) + hp_cols + extra]

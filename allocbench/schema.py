@@ -36,9 +36,10 @@ COLUMNS = {
     "wall_s": "seconds since the run started",
 }
 KEY = ["env", "scenario", "strategy", "seed", "step"]
-# besides COLUMNS: hp_<name> (the strategy's resolved hyper-parameters) and learn_<name> (what
-# the environment's Learner.update returned: the sim's advantage signal, a real loss, ...)
-OPTIONAL_PREFIXES = ("hp_", "learn_")
+# besides COLUMNS: hp_<name> (the strategy's resolved hyper-parameters), learn_<name> (what
+# the environment's Learner.update returned: the sim's advantage signal, a real loss, ...) and
+# eval_acc_<benchmark> (per-benchmark accuracy of an evaluator with several held-out sets)
+OPTIONAL_PREFIXES = ("hp_", "learn_", "eval_acc_")
 
 
 def check_table(table: pd.DataFrame) -> None:

@@ -110,3 +110,18 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
     ab.run(make_env("default"), ab.make_strategy("grpo"), ab.RunConfig(steps=5), checkpoint=checkpoint)
     with pytest.raises(ab.ConfigError, match="another run"):
         ab.run(make_env("default"), ab.make_strategy("pilot_commit"), ab.RunConfig(steps=5), checkpoint=checkpoint)
+
+
+def test_per_benchmark_accuracies_are_kept():
+    from tests.conftest import fixed_env
+
+    class TwoBenchmarks:
+        def evaluate(self):
+            return {"eval_acc": 0.5, "eval_acc_math500": 0.4, "eval_acc_aime24": 0.6}
+
+    env = fixed_env(np.full(40, 0.5))
+    env.evaluator = TwoBenchmarks()
+    table = ab.run(env, ab.make_strategy("grpo"), ab.RunConfig(steps=4, eval_every=2))
+    check_table(table)
+    assert table.eval_acc_math500.tolist()[::2] == [0.4, 0.4, 0.4]
+    assert table.eval_acc_aime24.isna().tolist() == [False, True, False, True, False]
