@@ -117,17 +117,11 @@ def strategy_params(names: list[str], config: Path | None, sets: list[str]) -> d
 
 
 def output_paths(out: Path, csv: bool, force: bool) -> dict[str, Path]:
-    """The files a comparison writes into ``out``, after checking none would be lost."""
-    if not out.parent.is_dir():
-        raise ConfigError(f"output folder's parent does not exist: {out.parent}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output path is a file, not a folder: {out}")
+    """The files a comparison writes into ``out``."""
+    from allocbench.schema import writable
+
     names = ["runs.parquet", "accuracy_vs_rollouts.png", "speedup.csv"] + (["runs.csv"] if csv else [])
-    paths = {name: out / name for name in names}
-    existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not force:
-        raise ConfigError(f"would overwrite {', '.join(existing)}; pass --force or choose another --out")
-    return paths
+    return writable(out, names, force)
 
 
 def parse_strategies(args, default: str) -> list:
@@ -205,16 +199,14 @@ def cmd_leaderboard(args) -> int:
     from allocbench.envs import make_env, scenario_names
     from allocbench.schema import write_atomic
 
+    from allocbench.schema import writable
+
     strategies = parse_strategies(args, "all")
     scenarios = scenario_names(args.env) if args.scenarios == "all" else args.scenarios.split(",")
     configs = {sc: run_config(args, make_env(args.env, sc, seed=0)) for sc in scenarios}
-    if not args.out.parent.is_dir():
-        raise ConfigError(f"output folder's parent does not exist: {args.out.parent}")
+    board = writable(args.out, ["leaderboard.csv", "leaderboard.md"], args.force)
     args.out.mkdir(exist_ok=True)
     paths = {sc: output_paths(args.out / sc, args.csv, args.force) for sc in scenarios}
-    board = args.out / "leaderboard.csv"
-    if board.exists() and not args.force:
-        raise ConfigError(f"would overwrite {board}; pass --force or choose another --out")
     rows = []
     for sc in scenarios:
         table = compare(sc, strategies, list(range(args.seeds)), configs[sc], kind=args.env,
@@ -224,9 +216,9 @@ def cmd_leaderboard(args) -> int:
     import pandas as pd
 
     leaderboard = pd.concat(rows, ignore_index=True)
-    write_atomic(board, lambda tmp: leaderboard.to_csv(tmp, index=False))
-    write_atomic(args.out / "leaderboard.md", lambda tmp: Path(tmp).write_text(leaderboard_markdown(leaderboard)))
-    print(f"wrote {board} and {args.out / 'leaderboard.md'}")
+    write_atomic(board["leaderboard.csv"], lambda tmp: leaderboard.to_csv(tmp, index=False))
+    write_atomic(board["leaderboard.md"], lambda tmp: Path(tmp).write_text(leaderboard_markdown(leaderboard)))
+    print(f"wrote {board['leaderboard.csv']} and {board['leaderboard.md']}")
     return 0
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from allocbench.errors import ConfigError
+
 # name -> meaning; the order is the column order of every results table
 COLUMNS = {
     "env": "environment: sim or real",
@@ -74,6 +76,21 @@ def write_atomic(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def writable(out: Path, names: list[str], force: bool) -> dict[str, Path]:
+    """The files ``names`` in folder ``out`` (created later by the writer; its parent must
+    exist), after checking they can be written and, without ``force``, that none exists."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ConfigError(f"output folder's parent does not exist: {out.parent}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output path is a file, not a folder: {out}")
+    paths = {name: out / name for name in names}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not force:
+        raise ConfigError(f"would overwrite {', '.join(existing)}; pass --force or choose another --out")
+    return paths
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:

@@ -62,7 +62,7 @@ import pandas as pd
 
 from allocbench.errors import AllocbenchError, ConfigError, DataTooHard
 from allocbench.runner import RunConfig, run
-from allocbench.schema import write_atomic
+from allocbench.schema import writable, write_atomic
 from allocbench.strategy import Strategy, make_strategy, strategy_class
 
 OBJECTIVES = ("rollouts", "auc")
@@ -909,13 +909,7 @@ def _cmd_tune(args) -> int:
     if not args.worker:
         if args.out is None:
             out.parent.mkdir(parents=True, exist_ok=True)
-        elif not out.parent.is_dir():
-            raise ConfigError(f"output folder's parent does not exist: {out.parent}")
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out is a file, not a folder: {out}")
-        existing = [str(out / n) for n in output_names(config, True) if (out / n).exists()]
-        if existing and not args.force:
-            raise ConfigError(f"would overwrite {', '.join(existing)}; pass --force or choose another --out")
+        writable(out, output_names(config, True), args.force)
     storage = args.storage or default_storage(study_name)
     log = (lambda msg: None) if args.quiet else _log
 

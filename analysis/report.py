@@ -355,15 +355,10 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
     table, or files in ``out`` that would be overwritten without ``force``."""
     from analysis import figures as F
     from analysis import stats
-    from allocbench.schema import write_atomic
+    from allocbench.schema import writable, write_atomic
 
     results, out = Path(results), Path(out)
-    if not out.parent.is_dir():
-        raise ConfigError(f"output folder's parent does not exist: {out.parent}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out is a file, not a folder: {out}")
-    if (out / "report.md").exists() and not force:  # fail before drawing; all files are checked below
-        raise ConfigError(f"would overwrite {out / 'report.md'}; pass --force or choose another --out")
+    writable(out, ["report.md"], force)  # fail before drawing; all files are checked below
     table_paths, trial_paths = find_inputs(results, skip=out)
     if not table_paths and not trial_paths:
         raise ConfigError(f"no results tables (runs.parquet / runs.csv) or Optuna trials CSVs under {results}")
