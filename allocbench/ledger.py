@@ -12,6 +12,7 @@ from typing import Mapping
 import numpy as np
 
 from allocbench.errors import BudgetExhausted, ConfigError
+from allocbench.groups import GroupLog
 from allocbench.protocols import Outcome, Sampler
 
 
@@ -33,11 +34,12 @@ class Spend:
 class Ledger:
     """Wraps a ``Sampler``; counts every generated rollout exactly once."""
 
-    def __init__(self, sampler: Sampler, budget: int | None = None):
+    def __init__(self, sampler: Sampler, budget: int | None = None, log: GroupLog | None = None):
         if budget is not None and budget <= 0:
             raise ConfigError(f"rollout budget must be positive, got {budget}")
         self._sampler = sampler
         self.budget = budget
+        self.log = log  # the per-group log, when the run keeps one
         self.total = Spend()
         self.step = Spend()
 
@@ -45,8 +47,10 @@ class Ledger:
     def remaining(self) -> int | None:
         return None if self.budget is None else self.budget - self.total.rollouts
 
-    def begin_step(self) -> None:
+    def begin_step(self, step: int = 0) -> None:
         self.step = Spend()
+        if self.log is not None:
+            self.log.begin_step(step)
 
     def sample(
         self, requests: Mapping[int, int], pilot: Mapping[int, int] | None = None
@@ -76,6 +80,10 @@ class Ledger:
         )
         if spend.rollouts != asked:
             raise RuntimeError(f"sampler returned {spend.rollouts} rollouts for {asked} asked")
+        if np.concatenate([o.rollout_ids for o in outcomes]).min() < 0:
+            raise RuntimeError("sampler returned rollouts without ids (Outcome.rollout_ids)")
         self.step.add(spend)
         self.total.add(spend)
+        if self.log is not None:
+            self.log.record(outcomes, set(pilot), self.step.rounds)
         return {o.prompt_id: o for o in outcomes}

@@ -10,6 +10,30 @@ import pandas as pd
 # a seed mean of 0.7, 0.7, 0.7 is 0.6999999999999998: without slack a curve that ends exactly
 # at the target would reach it one evaluation late
 TOLERANCE = 1e-9
+# a held-out prompt counts as solved / unsolved at these pass rates (every evaluator, every figure)
+SOLVED, UNSOLVED = 0.95, 0.05
+
+
+def reaches(acc, target: float):
+    """Whether accuracy ``acc`` (a number or an array; NaN never) counts as reaching ``target``."""
+    return np.asarray(acc) >= target - TOLERANCE
+
+
+def rollouts_to_target(acc: np.ndarray, x: np.ndarray, target: float) -> np.ndarray:
+    """The one rollouts-to-target rule: for curves along the last axis (accuracy ``acc`` at
+    spend ``x``, in step order), ``x`` at the *first* point that reaches ``target``, NaN where
+    none does. A curve that crosses and falls back still reached it at the first crossing."""
+    acc, x = np.asarray(acc, dtype=float), np.asarray(x, dtype=float)
+    hit = reaches(np.where(np.isnan(acc), -np.inf, acc), target)
+    first = hit.argmax(axis=-1)
+    value = np.take_along_axis(x, first[..., None], axis=-1)[..., 0]
+    return np.where(hit.any(axis=-1), value, np.nan)
+
+
+def solved_shares(pass_rates: np.ndarray) -> dict:
+    """The evaluators' solved / unsolved columns from per-prompt pass rates."""
+    return {"eval_solved_share": float((pass_rates >= SOLVED).mean()),
+            "eval_unsolved_share": float((pass_rates <= UNSOLVED).mean())}
 
 
 def evaluated(table: pd.DataFrame) -> pd.DataFrame:
@@ -29,8 +53,8 @@ def mean_curve(table: pd.DataFrame) -> pd.DataFrame:
 
 def first_reaching(curve: pd.DataFrame, target: float, column: str = "cum_rollouts") -> float:
     """``column`` at the first row (in step order) whose eval_acc >= target; NaN if none."""
-    hit = curve[curve["eval_acc"] >= target - TOLERANCE]
-    return float(hit.sort_values("step")[column].iloc[0]) if len(hit) else float("nan")
+    curve = curve.sort_values("step")
+    return float(rollouts_to_target(curve["eval_acc"].to_numpy(), curve[column].to_numpy(), target))
 
 
 def default_target(table: pd.DataFrame, reference: str = "grpo") -> float:

@@ -12,12 +12,13 @@ import pandas as pd
 from allocbench.checkpoint import Checkpoint
 from allocbench.data import CandidateStream
 from allocbench.errors import BudgetExhausted, ConfigError, DataTooHard
+from allocbench.groups import GroupLog
 from allocbench.ledger import Ledger
 from allocbench.protocols import Environment, Outcome
 from allocbench.schema import COLUMNS
+from allocbench.strategy import StepContext, Strategy
 
 EVAL_COLUMNS = [c for c in COLUMNS if c.startswith("eval_")]
-from allocbench.strategy import StepContext, Strategy
 
 
 @dataclass(frozen=True)
@@ -44,28 +45,35 @@ def run(
     config: RunConfig = RunConfig(),
     on_step: Callable[[dict], None] | None = None,
     checkpoint: Checkpoint | None = None,
+    groups: GroupLog | None = None,
 ) -> pd.DataFrame:
     """Train with ``strategy`` on ``env``; return one row per step (step 0 = before training).
 
     ``on_step(row)`` is called after every step (progress bars, Optuna pruning); an exception
     it raises ends the run. A run whose budget runs out mid-step ends after its last full step.
     With ``checkpoint``, the run saves its state every ``checkpoint.every`` steps and, when the
-    folder already holds a checkpoint of the same run, resumes from it.
+    folder already holds a checkpoint of the same run, resumes from it. With ``groups`` (a fresh
+    ``GroupLog``), every generation round is logged there too; ``groups.table()`` reads it.
     """
     B = config.train_batch or env.train_batch
     n = config.group_size or env.group_size
     data_rng, strategy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(2))
-    ledger = Ledger(env.sampler, config.budget)
+    ledger = Ledger(env.sampler, config.budget, log=groups)
     candidates = CandidateStream(env.prompt_ids, env.epoch_order, data_rng)
     memory: dict = {}
-    hps = {f"hp_{k}": v for k, v in strategy.resolved(B, n).items()}
+    strategy = strategy.bind(B, n)
+    hps = {f"hp_{k}": v for k, v in strategy.hyper_parameters().items()}
     fixed = dict(env=env.name, scenario=env.scenario, strategy=strategy.name, seed=config.seed)
+    if groups is not None:
+        groups.start(fixed, env.describe)
     fingerprint = {**fixed, **hps, "train_batch": B, "group_size": n, "budget": config.budget,
                    "eval_every": config.eval_every}
     rows: list[dict] = []
     saved = checkpoint.load(fingerprint, env.load) if checkpoint else None
     if saved is not None:
         rows, memory = saved["rows"], saved["memory"]
+        if groups is not None:
+            groups.restore(saved["groups"])
         ledger.total = saved["ledger"]
         candidates.restore(saved["candidates"])
         strategy_rng.bit_generator.state = saved["strategy_rng"]
@@ -75,7 +83,7 @@ def run(
         stats = group_stats(groups)
         scores = env.evaluator.evaluate() if evaluate else {}
         evals = {k: scores.get(k, float("nan")) for k in EVAL_COLUMNS}
-        evals.update((k, v) for k, v in scores.items() if k.startswith("eval_acc_"))
+        evals.update((k, v) for k, v in scores.items() if k.startswith("eval_"))
         return {**fixed, "step": step, "train_batch": B, "group_size": n, "epoch": candidates.epoch,
                 "cum_rollouts": ledger.total.rollouts, "cum_tokens": ledger.total.tokens,
                 "step_rollouts": ledger.step.rollouts, "pilot_rollouts": ledger.step.pilot_rollouts,
@@ -86,23 +94,26 @@ def run(
     def save(step: int) -> None:
         checkpoint.save(step, dict(fingerprint=fingerprint, rows=rows, memory=memory,
                                    ledger=ledger.total, candidates=candidates.state(),
-                                   strategy_rng=strategy_rng.bit_generator.state), env.save)
+                                   strategy_rng=strategy_rng.bit_generator.state,
+                                   groups=groups.state() if groups is not None else None), env.save)
 
     if not rows:
         rows.append(row(0, [], {}, evaluate=True))
     for step in range(len(rows), config.steps + 1):
-        ledger.begin_step()
+        ledger.begin_step(step)
         ctx = StepContext(step, B, n, ledger, candidates, memory, strategy_rng)
         try:
-            groups = strategy.collect(ctx)
+            trained = strategy.collect(ctx)
         except BudgetExhausted:
             break
         except DataTooHard as e:
             e.table = _table(rows)
             raise
-        learned = env.learner.update(groups)
+        learned = env.learner.update(trained)
+        if groups is not None:
+            groups.trained(trained)
         last = step == config.steps
-        rows.append(row(step, groups, learned, evaluate=last or step % config.eval_every == 0))
+        rows.append(row(step, trained, learned, evaluate=last or step % config.eval_every == 0))
         if checkpoint is not None and (last or step % checkpoint.every == 0):
             save(step)
         if on_step is not None:
@@ -129,5 +140,5 @@ def group_stats(groups: list[Outcome]) -> dict:
 def _table(rows: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     hp_cols = [c for c in table.columns if c.startswith("hp_")]
-    extra = [c for c in table.columns if c.startswith(("learn_", "eval_acc_"))]
+    extra = [c for c in table.columns if c.startswith("learn_") or c.startswith("eval_") and c not in COLUMNS]
     return table[list(COLUMNS) + hp_cols + extra]

@@ -40,8 +40,53 @@ COLUMNS = {
 KEY = ["env", "scenario", "strategy", "seed", "step"]
 # besides COLUMNS: hp_<name> (the strategy's resolved hyper-parameters), learn_<name> (what
 # the environment's Learner.update returned: the sim's advantage signal, a real loss, ...) and
-# eval_acc_<benchmark> (per-benchmark accuracy of an evaluator with several held-out sets)
-OPTIONAL_PREFIXES = ("hp_", "learn_", "eval_acc_")
+# eval_<name>, whatever else the evaluator returned: eval_acc_<benchmark> (per-benchmark accuracy
+# of an evaluator with several held-out sets), eval_time_s (seconds the evaluation took, real)
+OPTIONAL_PREFIXES = ("hp_", "learn_", "eval_")
+
+
+# the per-group log (groups.parquet, allocbench.groups): one row per (run, step, round, prompt)
+KINDS = ("pilot", "commit", "main", "reused")
+# name -> meaning; then prompt_<name>: what the environment knows of the prompt when it was
+# sampled (sim: prompt_pass_rate, its true pass rate; real: prompt_difficulty, e.g. the arith level)
+GROUP_COLUMNS = {
+    "env": "environment: sim or real",
+    "scenario": "sim scenario or real preset",
+    "strategy": "registered strategy name",
+    "seed": "run seed",
+    "step": "training step the rollouts were generated in",
+    "round": "generation round within the step (1-based; 0 for reused answers)",
+    "prompt_id": "prompt id in the training pool",
+    "kind": "pilot (screening request), commit (main request to a prompt whose last request was a "
+            "pilot), main (any other request) or reused (cached answers, not generated)",
+    "n": "rollouts in the row (generated ones, or reused ones for kind reused)",
+    "correct": "of those, rewarded ones (reward > 0.5)",
+    "tokens": "tokens of those rollouts",
+    "trained": "whether the row's rollouts went into an update",
+    "trained_step": "the step whose update used them (-1 if none)",
+}
+
+
+def check_groups(groups: pd.DataFrame, runs: pd.DataFrame | None = None) -> None:
+    """Raise ValueError when ``groups`` breaks its schema, or, given the runs table, when its
+    generated rollouts or tokens do not add up to each run's final cum_rollouts / cum_tokens."""
+    missing = [c for c in GROUP_COLUMNS if c not in groups.columns]
+    if missing:
+        raise ValueError(f"groups table lacks columns: {', '.join(missing)}")
+    extra = [c for c in groups.columns if c not in GROUP_COLUMNS and not c.startswith("prompt_")]
+    if extra:
+        raise ValueError(f"groups table has unknown columns: {', '.join(extra)}")
+    unknown = set(groups["kind"]) - set(KINDS)
+    if unknown:
+        raise ValueError(f"groups table has unknown kinds: {', '.join(map(str, sorted(unknown)))}")
+    if runs is None:
+        return
+    run = ["env", "scenario", "strategy", "seed"]
+    spent = groups[groups["kind"] != "reused"].groupby(run)[["n", "tokens"]].sum()
+    final = runs.sort_values("step").groupby(run)[["cum_rollouts", "cum_tokens"]].last()
+    joined = final.join(spent, how="left").fillna(0)
+    if ((joined["n"] != joined["cum_rollouts"]) | (joined["tokens"] != joined["cum_tokens"])).any():
+        raise ValueError("groups table's rollouts or tokens do not add up to the runs' cum_rollouts / cum_tokens")
 
 
 def check_table(table: pd.DataFrame) -> None:
@@ -78,19 +123,30 @@ def write_atomic(path: Path, write) -> None:
         raise
 
 
-def writable(out: Path, names: list[str], force: bool) -> dict[str, Path]:
-    """The files ``names`` in folder ``out`` (created later by the writer; its parent must
-    exist), after checking they can be written and, without ``force``, that none exists."""
+def writable(out: Path, names: list[str], force: bool,
+             hint: str = "pass --force or choose another --out") -> dict[str, Path]:
+    """The paths ``names`` in folder ``out``, after checking, before anything is run or
+    written, that they can be written: ``out`` and its missing parents can be made (the writer
+    makes them, ``mkdir(parents=True)``), and without ``force`` none of the paths exists."""
     out = Path(out)
-    if not out.parent.is_dir():
-        raise ConfigError(f"output folder's parent does not exist: {out.parent}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output path is a file, not a folder: {out}")
+    for folder in [out, *out.parents]:
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"output path {out}: {folder} is a file, not a folder")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise ConfigError(f"output path {out}: cannot write in {folder}")
+            break
     paths = {name: out / name for name in names}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not force:
-        raise ConfigError(f"would overwrite {', '.join(existing)}; pass --force or choose another --out")
+        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise ConfigError(f"would overwrite {shown}; {hint}")
     return paths
+
+
+def write_groups(groups: pd.DataFrame, path: Path, runs: pd.DataFrame | None = None) -> None:
+    check_groups(groups, runs)
+    write_atomic(Path(path), lambda tmp: groups.to_parquet(tmp, index=False))
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:

@@ -62,6 +62,8 @@ class Strategy:
     """Base class. Subclasses are dataclasses registered with ``@register(name)``."""
 
     name: ClassVar[str] = ""
+    contour: ClassVar[tuple[str, ...]] = ()
+    """The searched hyper-parameter pair the tuning contour shows; () = the first two searched."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -71,11 +73,32 @@ class Strategy:
         """Spend rollouts through ``ctx.sampler`` and return the groups to train on."""
         raise NotImplementedError
 
+    def derive(self, train_batch: int, group_size: int) -> dict:
+        """The values that depend on the run's B and n: hyper-parameters left at None filled
+        in, and derived sizes that are not hyper-parameters (Pilot-Commit's commit_n). Raise
+        ConfigError for a setting this B or n cannot run. Default: nothing to derive."""
+        return {}
+
+    def bind(self, train_batch: int, group_size: int) -> Strategy:
+        """A copy for runs of this B and n with ``derive``'s values in place: its fields are
+        replaced (and range-checked again), the other derived sizes become attributes. The
+        runner binds once, before the first step, so ``collect`` reads resolved values and
+        every check that needs B or n fails before a rollout is spent."""
+        derived = self.derive(train_batch, group_size)
+        names = {f.name for f in dataclasses.fields(self)}
+        bound = dataclasses.replace(self, **{k: v for k, v in derived.items() if k in names})
+        bound.derived = {k: v for k, v in derived.items() if k not in names}
+        for key, value in bound.derived.items():
+            setattr(bound, key, value)
+        return bound
+
+    def hyper_parameters(self) -> dict:
+        """The ``hp_*`` columns of a run: every field, then the derived sizes of a bound copy."""
+        return {**dataclasses.asdict(self), **getattr(self, "derived", {})}
+
     def resolved(self, train_batch: int, group_size: int) -> dict:
-        """Hyper-parameters as this run uses them (defaults that depend on B or n filled in);
-        they become the ``hp_*`` columns of the results table. The runner calls it before the
-        first step, so checks that need B or n belong here (raise ConfigError)."""
-        return dataclasses.asdict(self)
+        """The hyper-parameters a run with this B and n uses."""
+        return self.bind(train_batch, group_size).hyper_parameters()
 
     @classmethod
     def search_space(cls, trial) -> dict:

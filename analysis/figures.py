@@ -520,3 +520,36 @@ def sim_vs_real_ranks(table: pd.DataFrame, targets: dict | None = None, n_boot: 
     ci = f"[{a['low']:.2f}, {a['high']:.2f}]" if np.isfinite(a["low"]) else "n/a"
     ax.set_title(f"Kendall τ = {a['tau']:.2f}, {level:.0%} CI {ci}")
     return fig
+
+
+def pass_rate_histogram(probe: pd.DataFrame, before: pd.DataFrame | None = None, bins: int = 10) -> plt.Figure:
+    """The distribution of measured pass rates (``allocbench probe``), one panel per difficulty
+    level when the environment knows one (``prompt_difficulty``), else one panel; with
+    ``before``, that probe's distribution drawn behind (e.g. the initial policy vs a trained one)."""
+    theme()
+    _need(probe, ["pass_rate"], "pass-rate histogram")
+    key = "prompt_difficulty" if "prompt_difficulty" in probe.columns else None
+    levels = sorted(probe[key].dropna().unique()) if key else [None]
+    cols = min(4, len(levels))
+    rows = int(np.ceil(len(levels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(COL * min(cols, 2), 1.5 * rows + 0.4), squeeze=False,
+                             sharex=True)
+    edges = np.linspace(0, 1, bins + 1)
+    for ax, level in zip(axes.ravel(), levels):
+        for table, label, alpha in ([(before, "before", 0.45)] if before is not None else []) + [
+                (probe, "after" if before is not None else str(probe["source"].iloc[0])
+                 if "source" in probe.columns else "probe", 0.8)]:
+            part = table if level is None or key not in table.columns else table[table[key] == level]
+            if len(part):
+                ax.hist(part["pass_rate"], bins=edges, weights=np.full(len(part), 1 / len(part)),
+                        alpha=alpha, label=label)
+        ax.set_title("all prompts" if level is None else f"level {level:g}", fontsize=7.5)
+        ax.yaxis.set_major_locator(MaxNLocator(3))
+    for ax in axes.ravel()[len(levels):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel(f"pass rate ({int(probe['k'].iloc[0])} samples)")
+    axes[0][0].set_ylabel("share of prompts")
+    axes[0][0].legend(fontsize=6.5)
+    fig.tight_layout()
+    return fig

@@ -14,18 +14,15 @@ takes for each strategy the arm with the most seeds (ties: the arm from the fold
 strategies, then the first folder by name); arms of a strategy that differ in
 ``hp_pilot_fraction`` feed the pilot-fraction ablation.
 
-Only the top-level imports here are light (no matplotlib): the CLI imports this module to
-build its parser.
+The command line (``cli/figures.py``) calls ``build_report``.
 """
 
 from __future__ import annotations
 
-import argparse
 import html
 import io
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,48 +33,6 @@ from allocbench.errors import ConfigError
 RUN = ["env", "scenario", "strategy", "seed"]
 FORMATS = ("png", "pdf")
 DPI = 300
-
-
-# --- the command line -------------------------------------------------------------------------
-
-def add_parser(sub) -> argparse.ArgumentParser:
-    """Register ``allocbench figures`` on the CLI's subparsers."""
-    p = sub.add_parser(
-        "figures", help="figures and a report from every results table under a folder",
-        description="Read every runs.parquet / runs.csv (and Optuna trials.csv) under RESULTS_DIR "
-        "and write publication figures (PNG and PDF), the statistics behind them (CSV) and "
-        "DIR/report.md + DIR/report.html embedding the PNGs. Figures whose data is absent are "
-        "skipped with the reason in the report.")
-    p.add_argument("results", type=Path, metavar="RESULTS_DIR", help="folder searched for results tables")
-    p.add_argument("--out", type=Path, required=True, help="output folder (created; its parent must exist)")
-    p.add_argument("--target", type=float, default=None,
-                   help="target held-out accuracy for every table; default: per (env, scenario), "
-                   "the peak of grpo's seed-mean curve")
-    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples; default: 2000")
-    p.add_argument("--level", type=float, default=0.95, help="confidence level; default: 0.95")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed; default: 0")
-    p.add_argument("--format", default="png,pdf", help="comma-separated figure formats; default: png,pdf")
-    p.add_argument("--force", action="store_true", help="replace existing files in DIR")
-    p.set_defaults(func=cmd_figures)
-    return p
-
-
-def cmd_figures(args) -> int:
-    formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or "png" not in formats:
-        raise ConfigError(f"--format takes png (required: the report embeds it) and pdf, got {args.format!r}")
-    if args.boot < 100:
-        raise ConfigError(f"--boot must be at least 100, got {args.boot}")
-    if not 0.5 <= args.level < 1:
-        raise ConfigError(f"--level must be in [0.5, 1), got {args.level}")
-    if args.target is not None and not 0 < args.target <= 1:
-        raise ConfigError(f"--target must be in (0, 1], got {args.target}")
-    written = build_report(args.results, args.out, force=args.force, target=args.target,
-                           n_boot=args.boot, level=args.level, seed=args.seed, formats=formats)
-    print(f"wrote {len(written)} files to {args.out}: report.md, report.html, "
-          f"{sum(p.suffix == '.png' for p in written)} figures")
-    return 0
 
 
 # --- finding and reading tables ---------------------------------------------------------------
@@ -368,7 +323,7 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
     rep.p(f"From `{results}`: {len(table_paths)} results table(s), {len(trial_paths)} Optuna trials CSV(s). "
           f"Intervals are {pct} confidence intervals. Curves: seed mean per step with a two-sided "
           "Student-t interval of that mean over seeds. Rollouts to target and speed-ups: read off "
-          f"the seed-mean curve (DESIGN.md), with a percentile bootstrap over seeds ({n_boot} "
+          f"the seed-mean curve (the first evaluation whose seed mean reaches the target), with a percentile bootstrap over seeds ({n_boot} "
           f"resamples, bootstrap seed {seed}; seeds redrawn jointly across strategies when they share "
           "seeds, since in the simulator a seed fixes the prompt pool). Resamples in which a curve "
           "never reaches the target are left out of an interval; the share kept is listed.")
@@ -535,20 +490,8 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
     rep.files["report.md"] = rep.markdown().encode()
     rep.files["report.html"] = rep.html("allocbench figures").encode()
 
-    existing = sorted(n for n in rep.files if (out / n).exists())
-    if existing and not force:
-        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
-        raise ConfigError(f"would overwrite {shown} in {out}; pass --force or choose another --out")
-    out.mkdir(exist_ok=True)
-    written = []
+    paths = writable(out, list(rep.files), force)
+    out.mkdir(parents=True, exist_ok=True)
     for name, data in rep.files.items():
-        path = out / name
-        write_atomic(path, lambda tmp, data=data: Path(tmp).write_bytes(data))
-        written.append(path)
-    return written
-
-
-if __name__ == "__main__":  # python -m analysis.report RESULTS_DIR --out DIR
-    parser = argparse.ArgumentParser(prog="python -m analysis.report")
-    add_parser(parser.add_subparsers(required=True))
-    sys.exit(cmd_figures(parser.parse_args(["figures", *sys.argv[1:]])))
+        write_atomic(paths[name], lambda tmp, data=data: Path(tmp).write_bytes(data))
+    return list(paths.values())

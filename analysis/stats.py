@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from allocbench import metrics
+
 LEVEL = 0.95
 N_BOOT = 2000
-TOL = 1e-9  # accuracy tolerance when comparing a seed mean with the target
 
 
 # --- Student t ------------------------------------------------------------------------------
@@ -175,16 +176,6 @@ def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
         return np.nanmean(a, axis=axis)
 
 
-def reach(acc: np.ndarray, x: np.ndarray, target: float) -> np.ndarray:
-    """For mean curves along the last axis: x at the first point whose accuracy >= target,
-    NaN where none does. A mean within 1e-9 below the target counts as reaching it: the mean
-    of three seeds at 0.7 is 0.6999999999999998 in floating point."""
-    hit = np.where(np.isnan(acc), -np.inf, acc) >= target - TOL
-    first = hit.argmax(axis=-1)
-    value = np.take_along_axis(x, first[..., None], axis=-1)[..., 0]
-    return np.where(hit.any(axis=-1), value, np.nan)
-
-
 def _draws(curves: dict[str, SeedCurves], n_boot: int, seed: int) -> dict[str, np.ndarray]:
     """Seed-index draws per strategy: one shared draw when all have the same seeds."""
     rng = np.random.default_rng(seed)
@@ -206,9 +197,9 @@ def rollouts_to_target(table: pd.DataFrame, target: float, column: str = "cum_ro
     draws = _draws(curves, n_boot, seed)
     point, boot = {}, {}
     for name, c in curves.items():
-        point[name] = float(reach(_nanmean(c.acc, 0), _nanmean(c.x, 0), target))
+        point[name] = float(metrics.rollouts_to_target(_nanmean(c.acc, 0), _nanmean(c.x, 0), target))
         idx = draws[name]
-        boot[name] = reach(_nanmean(c.acc[idx], 1), _nanmean(c.x[idx], 1), target)
+        boot[name] = metrics.rollouts_to_target(_nanmean(c.acc[idx], 1), _nanmean(c.x[idx], 1), target)
     return point, boot
 
 

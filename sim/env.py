@@ -23,6 +23,7 @@ from typing import Mapping
 
 import numpy as np
 
+from allocbench.metrics import solved_shares
 from allocbench.protocols import Environment, Outcome
 from sim.scenarios import Scenario, get_scenario
 
@@ -42,10 +43,11 @@ class SimWorld:
             np.full(sc.n_skills, sc.loading_concentration), size=total)
         self.skill = np.zeros(sc.n_skills)
         self.eval_ids = np.arange(sc.pool_size, total)
+        self.drawn = 0  # rollouts sampled so far: the next rollout's id
 
     def save(self, folder: Path) -> None:
         state = dict(skill=self.skill, rollout_rng=self.rollout_rng.bit_generator.state,
-                     update_rng=self.update_rng.bit_generator.state)
+                     update_rng=self.update_rng.bit_generator.state, drawn=self.drawn)
         (folder / "world.pkl").write_bytes(pickle.dumps(state))
 
     def load(self, folder: Path) -> None:
@@ -53,6 +55,7 @@ class SimWorld:
         self.skill = state["skill"]
         self.rollout_rng.bit_generator.state = state["rollout_rng"]
         self.update_rng.bit_generator.state = state["update_rng"]
+        self.drawn = state.get("drawn", 0)
 
     def pass_rate(self, ids: np.ndarray) -> np.ndarray:
         capped = self.sc.skill_cap * np.tanh(self.skill / self.sc.skill_cap)
@@ -76,8 +79,11 @@ class SimSampler:
         lengths = mean_len * np.exp(sc.len_sigma * rng.standard_normal(len(p)) - sc.len_sigma**2 / 2)
         tokens = np.minimum(np.rint(lengths), sc.max_tokens).astype(np.int64)
         ends = np.cumsum(counts).tolist()
+        # rollout ids: a running count of the rollouts drawn (no random draw)
+        rollout_ids = np.arange(w.drawn, w.drawn + len(p), dtype=np.int64)
+        w.drawn += len(p)
         # slicing views per prompt; np.split costs several times more for thousands of pieces
-        return [Outcome(i, rewards[a:b], tokens[a:b])
+        return [Outcome(i, rewards[a:b], tokens[a:b], 0, rollout_ids[a:b])
                 for i, a, b in zip(ids.tolist(), [0] + ends[:-1], ends)]
 
 
@@ -106,8 +112,7 @@ class SimEvaluator:
 
     def evaluate(self) -> dict:
         p = self.world.pass_rate(self.world.eval_ids)
-        return {"eval_acc": float(p.mean()), "eval_solved_share": float((p >= 0.95).mean()),
-                "eval_unsolved_share": float((p <= 0.05).mean())}
+        return {"eval_acc": float(p.mean()), **solved_shares(p)}
 
 
 def make_env(scenario: str = "default", seed: int = 0, **overrides) -> Environment:
@@ -120,4 +125,5 @@ def make_env(scenario: str = "default", seed: int = 0, **overrides) -> Environme
         evaluator=SimEvaluator(world), prompt_ids=pool,
         epoch_order=lambda rng: rng.permutation(pool),
         train_batch=sc.train_batch, group_size=sc.group_size,
-        info={"steps": sc.steps, "world": world}, save=world.save, load=world.load)
+        info={"steps": sc.steps, "world": world}, save=world.save, load=world.load,
+        describe=lambda ids: {"pass_rate": world.pass_rate(ids)})

@@ -46,6 +46,9 @@ _SCENARIOS = {s.name: s for s in [
     # The paper's configurations. Pool sizes are the training sets' (DeepMath-103K,
     # Polaris-53K); n and B follow its scripts (n = 128 for 1.5B, 64 for Polaris; 128 prompts
     # per step). Larger models start with more prompts solved and learn faster per step.
+    # the recipe's 1.5B script differs from the defaults a compare runs with: it commits in
+    # max_variance order (--set pilot_commit.commit_order=max_variance) and allows 8192 response
+    # tokens (lengths here are capped at 4096, which moves token counts, not rollouts)
     Scenario("paper-1.5b-deepmath", "Qwen2.5-Math-1.5B on DeepMath-103K, n = 128",
              pool_size=100_000, offsets=((0.45, -4.0, 1.5), (0.35, -0.5, 1.5), (0.20, 3.0, 1.5)),
              lr=0.08, train_batch=128, group_size=128, steps=300),

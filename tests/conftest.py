@@ -12,6 +12,7 @@ class FixedSampler:
         self.pass_rates = np.asarray(pass_rates, dtype=float)
         self.tokens_per_rollout = tokens_per_rollout
         self.calls: list[dict[int, int]] = []
+        self.drawn = 0  # rollouts so far: the next rollout's id
 
     def sample(self, requests):
         self.calls.append(dict(requests))
@@ -19,7 +20,9 @@ class FixedSampler:
         for i, k in requests.items():
             ones = int(round(self.pass_rates[i] * k))
             rewards = np.r_[np.ones(ones), np.zeros(k - ones)]
-            out.append(Outcome(int(i), rewards, np.full(k, self.tokens_per_rollout)))
+            ids = np.arange(self.drawn, self.drawn + k)
+            self.drawn += k
+            out.append(Outcome(int(i), rewards, np.full(k, self.tokens_per_rollout), rollout_ids=ids))
         return out
 
 

@@ -20,11 +20,9 @@ class DAPO(Strategy):
     max_num_gen_batches: int = hyper(
         10, "generation rounds per step before giving up; 0 = unbounded", low=0)
 
-    def resolved(self, train_batch: int, group_size: int) -> dict:
-        return {**super().resolved(train_batch, group_size),
-                "gen_batch_size": self.gen_batch_size or 3 * train_batch}
+    def derive(self, train_batch: int, group_size: int) -> dict:
+        return {"gen_batch_size": self.gen_batch_size or 3 * train_batch}
 
     def collect(self, ctx: StepContext) -> list[Outcome]:
-        gen_batch_size = self.gen_batch_size or 3 * ctx.train_batch
-        return fill_with_filter(ctx, self.name, gen_batch_size, self.max_num_gen_batches,
+        return fill_with_filter(ctx, self.name, self.gen_batch_size, self.max_num_gen_batches,
                                 keep=lambda group: group.std > 0)

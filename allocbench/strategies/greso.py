@@ -75,22 +75,17 @@ class GRESO(Strategy):
             raise ConfigError(f"greso.explore_min ({self.explore_min}) must not exceed "
                               f"explore_max ({self.explore_max})")
 
-    def resolved(self, train_batch: int, group_size: int) -> dict:
-        return {**super().resolved(train_batch, group_size),
-                "gen_batch_size": self.first_round(train_batch)}
-
-    def first_round(self, train_batch: int) -> int:
-        return self.gen_batch_size or math.ceil(1.5 * train_batch)
+    def derive(self, train_batch: int, group_size: int) -> dict:
+        return {"gen_batch_size": self.gen_batch_size or math.ceil(1.5 * train_batch)}
 
     def collect(self, ctx: StepContext) -> list[Outcome]:
-        gen_batch_size = self.first_round(ctx.train_batch)
         # prompt id -> +k: its last k groups were all-correct, -k: all-wrong, 0: informative
         streak: dict[int, int] = ctx.memory.setdefault("streak", {})
         explore = ctx.memory.setdefault("explore", {"easy": self.explore_easy,
                                                     "hard": self.explore_hard})
         kept: list[Outcome] = []
         rolled = easy = hard = 0
-        rounds, want = 0, gen_batch_size
+        rounds, want = 0, self.gen_batch_size
         while len(kept) < ctx.train_batch:
             guard_rounds(self.name, rounds, self.max_num_gen_batches, len(kept), ctx.train_batch)
             rounds += 1
@@ -106,7 +101,7 @@ class GRESO(Strategy):
             rolled, easy, hard = rolled + len(prompts), easy + is_easy.sum(), hard + is_hard.sum()
             informative = max(1 - (easy + hard) / rolled, 1e-9)
             missing = ctx.train_batch - len(kept)
-            want = min(gen_batch_size, math.ceil(missing / informative * self.oversample))
+            want = min(self.gen_batch_size, math.ceil(missing / informative * self.oversample))
 
         if ctx.candidates.epoch > 1:  # no prompt has a history in the first epoch
             self.adjust(explore, easy / rolled, hard / rolled)

@@ -58,19 +58,18 @@ class Knapsack(Strategy):
         if self.max_n is not None and self.max_n < self.min_n:
             raise ConfigError(f"knapsack.max_n ({self.max_n}) must be at least min_n ({self.min_n})")
 
-    def resolved(self, train_batch: int, group_size: int) -> dict:
-        return {**super().resolved(train_batch, group_size), "max_n": self.max_n or 4 * group_size}
+    def derive(self, train_batch: int, group_size: int) -> dict:
+        if self.min_n > group_size:
+            raise ConfigError(f"knapsack.min_n ({self.min_n}) exceeds the budget of "
+                              f"n = {group_size} rollouts per prompt")
+        return {"max_n": self.max_n or max(4 * group_size, self.min_n)}
 
     def collect(self, ctx: StepContext) -> list[Outcome]:
         budget = ctx.train_batch * ctx.group_size
-        if self.min_n * ctx.train_batch > budget:
-            raise ConfigError(f"knapsack.min_n ({self.min_n}) exceeds the budget of "
-                              f"n = {ctx.group_size} rollouts per prompt")
         # prompt id -> (successes, rollouts) of its last group
         last: dict[int, tuple[float, int]] = ctx.memory.setdefault("last", {})
         prompts = ctx.candidates.take(ctx.train_batch)
-        counts = self.allocate(self.pass_rates(last, prompts), budget,
-                               max(self.max_n or 4 * ctx.group_size, self.min_n))
+        counts = self.allocate(self.pass_rates(last, prompts), budget, self.max_n)
         outcomes = ctx.sampler.sample({int(i): int(k) for i, k in zip(prompts, counts)})
         groups = [outcomes[int(i)] for i in prompts]
         last.update((g.prompt_id, (float(g.rewards.sum()), g.n)) for g in groups)

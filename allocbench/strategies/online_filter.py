@@ -35,11 +35,9 @@ class OnlineFilter(Strategy):
         if self.low > self.high:
             raise ConfigError(f"online_filter.low={self.low} is above high={self.high}")
 
-    def resolved(self, train_batch: int, group_size: int) -> dict:
-        return {**super().resolved(train_batch, group_size),
-                "gen_batch_size": self.gen_batch_size or 2 * train_batch}
+    def derive(self, train_batch: int, group_size: int) -> dict:
+        return {"gen_batch_size": self.gen_batch_size or 2 * train_batch}
 
     def collect(self, ctx: StepContext) -> list[Outcome]:
-        gen_batch_size = self.gen_batch_size or 2 * ctx.train_batch
-        return fill_with_filter(ctx, self.name, gen_batch_size, self.max_num_gen_batches,
+        return fill_with_filter(ctx, self.name, self.gen_batch_size, self.max_num_gen_batches,
                                 keep=lambda group: self.low <= group.mean <= self.high)

@@ -25,6 +25,7 @@ class PilotCommit(Strategy):
     max_staleness, buffer_sampling_method = commit_order.
     """
 
+    contour = ("pilot_fraction", "pilot_n")  # the tuning contour's pair
     pilot_fraction: float = hyper(
         0.25, "pilot_n / (pilot_n + commit_n); 32 + 96 and 16 + 48 in the paper",
         low=0.0, high=1.0, open_low=True, open_high=True, search=(0.05, 0.6))
@@ -52,19 +53,13 @@ class PilotCommit(Strategy):
     max_num_gen_batches: int = hyper(
         10, "generation rounds per step before giving up; 0 = unbounded", low=0)
 
-    def shape(self, train_batch: int, group_size: int) -> tuple[int, int, int]:
-        """(pilot_n, commit_n, gen_batch_size) for a run with this B and n."""
+    def derive(self, train_batch: int, group_size: int) -> dict:
         pilot_n = self.pilot_n or max(1, round(self.pilot_fraction * group_size))
         commit_n = max(1, round(pilot_n * (1 - self.pilot_fraction) / self.pilot_fraction))
-        return pilot_n, commit_n, self.gen_batch_size or 3 * train_batch
-
-    def resolved(self, train_batch: int, group_size: int) -> dict:
-        pilot_n, commit_n, gen_batch_size = self.shape(train_batch, group_size)
-        return {**super().resolved(train_batch, group_size), "pilot_n": pilot_n,
-                "commit_n": commit_n, "gen_batch_size": gen_batch_size}
+        return {"pilot_n": pilot_n, "commit_n": commit_n,
+                "gen_batch_size": self.gen_batch_size or 3 * train_batch}
 
     def collect(self, ctx: StepContext) -> list[Outcome]:
-        pilot_n, commit_n, gen_batch_size = self.shape(ctx.train_batch, ctx.group_size)
         # prompt id -> (its pilot rollouts, step they were drawn at); insertion-ordered
         buffer: dict[int, tuple[Outcome, int]] = ctx.memory.setdefault("buffer", {})
         # The recipe flushes after a step, so it can commit max_staleness + 1 steps late;
@@ -76,7 +71,7 @@ class PilotCommit(Strategy):
         while len(batch) < ctx.train_batch:
             guard_rounds(self.name, rounds, self.max_num_gen_batches, len(batch), ctx.train_batch)
             rounds += 1
-            fresh = ctx.candidates.take(gen_batch_size)
+            fresh = ctx.candidates.take(self.gen_batch_size)
             if ctx.memory.get("epoch") != ctx.candidates.epoch:
                 # a new epoch began: the recipe drops the partial batch and empties the buffer
                 ctx.memory["epoch"] = ctx.candidates.epoch
@@ -84,7 +79,7 @@ class PilotCommit(Strategy):
                 batch.clear()
             committed = self.choose_commits(buffer, ctx.train_batch - len(batch), ctx.rng)
             outcomes = ctx.sampler.sample(
-                {i: commit_n for i in committed}, pilot={int(i): pilot_n for i in fresh})
+                {i: self.commit_n for i in committed}, pilot={int(i): self.pilot_n for i in fresh})
             batch += [buffer.pop(i)[0].merge(outcomes[i]) for i in committed]
 
             pilots = [outcomes[int(i)] for i in fresh]

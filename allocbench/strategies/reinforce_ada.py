@@ -39,20 +39,13 @@ class ReinforceAda(Strategy):
         None, "cap on rollouts per prompt (max_rounds x round_n); default 4 x the run's n; >= n",
         low=1)
 
-    def shape(self, group_size: int) -> tuple[int, int]:
-        """(round_n, max_rollouts) for a run with this n."""
-        round_n = self.round_n or group_size
+    def derive(self, train_batch: int, group_size: int) -> dict:
         cap = self.max_rollouts or 4 * group_size
         if cap < group_size:
             raise ConfigError(f"reinforce_ada.max_rollouts={cap} is below the group size n={group_size}")
-        return round_n, cap
-
-    def resolved(self, train_batch: int, group_size: int) -> dict:
-        round_n, cap = self.shape(group_size)
-        return {**super().resolved(train_batch, group_size), "round_n": round_n, "max_rollouts": cap}
+        return {"round_n": self.round_n or group_size, "max_rollouts": cap}
 
     def collect(self, ctx: StepContext) -> list[Outcome]:
-        round_n, cap = self.shape(ctx.group_size)
         n = ctx.group_size
         need_pos, need_neg = (1, 0) if self.exit_rule == "pos" else (n // 2, n - n // 2)
 
@@ -61,7 +54,7 @@ class ReinforceAda(Strategy):
             return pool.n >= n and correct >= need_pos and pool.n - correct >= need_neg
 
         prompts = [int(i) for i in ctx.candidates.take(ctx.train_batch)]
-        pools = sample_until(ctx, prompts, round_n, cap, finished=exit_rule_holds)
+        pools = sample_until(ctx, prompts, self.round_n, self.max_rollouts, finished=exit_rule_holds)
         return [downsample(pools[i], n) for i in prompts]
 
 
@@ -74,4 +67,4 @@ def downsample(pool: Outcome, n: int) -> Outcome:
     k_neg = min(n - k_pos, len(wrong))
     k_pos = min(n - k_neg, len(correct))
     keep = np.sort(np.concatenate([correct[:k_pos], wrong[:k_neg]]))
-    return Outcome(pool.prompt_id, pool.rewards[keep], pool.tokens[keep], pool.reused)
+    return Outcome(pool.prompt_id, pool.rewards[keep], pool.tokens[keep], pool.reused, pool.rollout_ids[keep])

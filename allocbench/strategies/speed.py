@@ -35,15 +35,13 @@ class SPEED(Strategy):
     max_num_gen_batches: int = hyper(
         10, "generation rounds per step before giving up; 0 = unbounded", low=0)
 
-    def resolved(self, train_batch: int, group_size: int) -> dict:
-        return {**super().resolved(train_batch, group_size),
-                "screen_batch": self.screen_batch or 2 * train_batch}
+    def derive(self, train_batch: int, group_size: int) -> dict:
+        if self.n_init >= group_size:
+            raise ConfigError(f"speed.n_init ({self.n_init}) must be below the group size "
+                              f"n ({group_size}): nothing would be left to continue")
+        return {"screen_batch": self.screen_batch or 2 * train_batch}
 
     def collect(self, ctx: StepContext) -> list[Outcome]:
-        if self.n_init >= ctx.group_size:
-            raise ConfigError(f"speed.n_init ({self.n_init}) must be below the group size "
-                              f"n ({ctx.group_size}): nothing would be left to continue")
-        screen_batch = self.screen_batch or 2 * ctx.train_batch
         n_cont = ctx.group_size - self.n_init
         # prompt id -> its screening rollouts, accepted and waiting for continuation (oldest first)
         accepted: dict[int, Outcome] = ctx.memory.setdefault("accepted", {})
@@ -55,7 +53,7 @@ class SPEED(Strategy):
             continued = list(accepted)[: ctx.train_batch - len(batch)]
             fresh = np.empty(0, dtype=np.int64)
             if len(accepted) - len(continued) < ctx.train_batch:  # stock up for what comes next
-                fresh = ctx.candidates.take(screen_batch)
+                fresh = ctx.candidates.take(self.screen_batch)
                 fresh = fresh[~np.isin(fresh, list(accepted))]  # re-drawn in a new epoch: waits
             outcomes = ctx.sampler.sample({i: n_cont for i in continued},
                                           pilot={int(i): self.n_init for i in fresh})

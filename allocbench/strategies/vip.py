@@ -42,24 +42,20 @@ class VIP(Strategy):
         0.9, "EMA momentum of the pool mean pass rate (the prior of unseen prompts)",
         low=0.0, high=1.0, open_high=True)
 
-    def resolved(self, train_batch: int, group_size: int) -> dict:
-        return {**super().resolved(train_batch, group_size), "n_max": self.bounds(group_size)[1]}
-
-    def bounds(self, group_size: int) -> tuple[int, int]:
+    def derive(self, train_batch: int, group_size: int) -> dict:
         n_max = self.n_max or 4 * group_size
         if not self.n_min <= group_size <= n_max:
             raise ConfigError(f"vip needs n_min <= n <= n_max to spend B x n; got "
                               f"n_min={self.n_min}, n={group_size}, n_max={n_max}")
-        return self.n_min, n_max
+        return {"n_max": n_max}
 
     def collect(self, ctx: StepContext) -> list[Outcome]:
-        lo, hi = self.bounds(ctx.group_size)
         history: dict[int, tuple[float, int]] = ctx.memory.setdefault("history", {})
         pool_mean = ctx.memory.get("pool_mean", 0.5)
 
         prompts = ctx.candidates.take(ctx.train_batch)
         p_hat = self.predict(prompts, history, pool_mean)
-        counts = allocate(p_hat * (1 - p_hat), ctx.train_batch * ctx.group_size, lo, hi)
+        counts = allocate(p_hat * (1 - p_hat), ctx.train_batch * ctx.group_size, self.n_min, self.n_max)
         outcomes = ctx.sampler.sample(dict(zip(prompts.tolist(), counts.tolist())))
 
         groups = list(outcomes.values())

@@ -37,3 +37,19 @@ def test_rejects_bad_requests():
         ledger.sample({0: 0})
     with pytest.raises(ConfigError):
         Ledger(FixedSampler(np.ones(2)), budget=0)
+
+
+def test_pilot_requests_count_against_the_budget():
+    # pilots are rollouts too: a round whose main requests fit but whose pilots overspend is
+    # refused before sampling, and so is a pilot-only round
+    sampler = FixedSampler(np.full(10, 0.5))
+    ledger = Ledger(sampler, budget=10)
+    with pytest.raises(BudgetExhausted):
+        ledger.sample({0: 2}, pilot={1: 5, 2: 5})
+    with pytest.raises(BudgetExhausted):
+        ledger.sample({}, pilot={1: 11})
+    assert ledger.total.rollouts == 0 and not sampler.calls
+    ledger.sample({0: 2}, pilot={1: 4, 2: 4})  # exactly the budget: allowed
+    assert ledger.remaining == 0 and ledger.total.pilot_rollouts == 8
+    with pytest.raises(BudgetExhausted):
+        ledger.sample({}, pilot={3: 1})

@@ -63,3 +63,22 @@ def test_a_target_never_reached_gives_nan():
     assert np.isnan(out.loc["grpo", "rollouts_to_target"])
     assert out.loc["pc", "seeds_reached"] == 2 and out.loc["grpo", "seeds_reached"] == 0
     assert np.isnan(first_reaching(table[table.strategy == "grpo"], 0.9))
+
+
+def test_rollouts_to_target_is_the_first_crossing_even_if_the_curve_falls_back():
+    from allocbench.metrics import rollouts_to_target
+
+    acc = np.array([0.2, 0.61, 0.55, 0.58, 0.62, 0.7])
+    spend = np.arange(6) * 100.0
+    assert rollouts_to_target(acc, spend, 0.6) == 100.0  # not 400, where it stays above
+    # vectorised over curves (the bootstrap's draws), NaN where a curve never gets there
+    both = rollouts_to_target(np.stack([acc, acc * 0.5]), np.stack([spend, spend]), 0.6)
+    assert both[0] == 100.0 and np.isnan(both[1])
+    # a seed mean a rounding error below the target reaches it
+    assert rollouts_to_target(np.array([0.1, np.mean([0.7, 0.7, 0.7])]), np.array([0.0, 5.0]), 0.7) == 5.0
+
+
+def test_first_reaching_on_a_table_uses_step_order():
+    curve = pd.DataFrame({"step": [3, 1, 2, 0], "eval_acc": [0.9, 0.65, 0.5, 0.1],
+                          "cum_rollouts": [300, 100, 200, 0]})
+    assert first_reaching(curve, 0.6) == 100

@@ -1,5 +1,6 @@
 """allocbench tune: a study improves on a bad start, resumes after an interrupt or a crash,
-shares one storage between worker processes (SQLite, PostgreSQL), and writes its outputs."""
+shares one storage between worker processes (SQLite, PostgreSQL, workers opening a new study at
+the same moment), writes its outputs and refreshes them when the same command adds trials."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from allocbench import cli, tune  # noqa: E402
+from allocbench import tune  # noqa: E402
+from allocbench.config import strategy_params  # noqa: E402
 from allocbench.errors import ConfigError  # noqa: E402
-from allocbench.strategy import make_strategy  # noqa: E402
+from allocbench.strategy import make_strategy, strategy_class, strategy_names  # noqa: E402
+from cli import main  # noqa: E402
 
 # a tiny scenario: a run takes ~20 ms, a trial of 2 seeds well under a second
 TINY = (("pool_size", 800), ("eval_size", 200), ("train_batch", 8), ("group_size", 8), ("lr", 0.6))
@@ -35,7 +38,7 @@ def sqlite(path: Path) -> str:
 
 
 def tune_cmd(storage: str, study: str, trials: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "allocbench.cli", "tune", *TINY_ARGS, "--storage", storage,
+    return [sys.executable, "-m", "cli", "tune", *TINY_ARGS, "--storage", storage,
             "--study", study, "--trials", str(trials), "--quiet", *extra]
 
 
@@ -89,18 +92,19 @@ def test_study_improves_on_a_bad_start(tmp_path):
                                         target=0.99), storage, "s")
 
 
-def test_cli_writes_outputs_and_never_overwrites(tmp_path, capsys):
+def test_cli_writes_outputs_and_refreshes_them_for_the_same_study(tmp_path, capsys):
     storage = sqlite(tmp_path / "c.db")
     out = tmp_path / "out"
     args = ["tune", *TINY_ARGS, "--storage", storage, "--study", "c", "--trials", "8", "--out", str(out),
             "--sampler-seed", "1", "--quiet", "--eval-scenarios", "hard"]
-    assert cli.main(args) == 0
+    assert main(args) == 0
     printed = capsys.readouterr().out
     assert "study c: " in printed and "complete" in printed and "pruned" in printed and "failed" in printed
     best = tomllib.loads((out / "best.toml").read_text())
-    params = cli.strategy_params(["pilot_commit"], out / "best.toml", [])["pilot_commit"]
+    params = strategy_params(["pilot_commit"], out / "best.toml", [])["pilot_commit"]
     assert params == best["strategies"]["pilot_commit"] and "pilot_fraction" in params
     make_strategy("pilot_commit", **params)  # usable by `allocbench compare --config`
+    assert tune.outputs_owner(out) == ("c", storage)
     trials = (out / "trials.csv").read_text().splitlines()
     assert len(trials) == 1 + 8
     for name in ["optimization_history.png", "param_importances.png", "contour_pilot_fraction_pilot_n.png"]:
@@ -108,18 +112,82 @@ def test_cli_writes_outputs_and_never_overwrites(tmp_path, capsys):
     robustness = (out / "robustness.csv").read_text().splitlines()
     assert robustness[0].startswith("scenario,role,") and "gain_gap" in robustness[0]
     assert [r.split(",")[:2] for r in robustness[1:]] == [["default", "tuning"], ["hard", "held-out"]]
+
+    # the same command with more trials continues the study and refreshes its outputs, no --force
+    more = [a if a != "8" else "11" for a in args]
+    assert main(more) == 0
+    assert len((out / "trials.csv").read_text().splitlines()) == 1 + 11
+    assert "best of 11 finished trials" in (out / "best.toml").read_text().splitlines()[0]
+    # without --eval-scenarios the earlier robustness table (of an earlier best) goes
+    assert main(more[:-2]) == 0
+    assert "removed the earlier robustness.csv" in capsys.readouterr().out
+    assert not (out / "robustness.csv").exists()
+
+    # another study's outputs are not replaced without --force ...
     before = (out / "best.toml").read_bytes()
-    # the study is finished (8 trials): rerunning runs nothing and refuses to overwrite
-    assert cli.main(args) == 2
+    other = ["tune", *TINY_ARGS, "--storage", storage, "--study", "c2", "--trials", "6", "--out", str(out),
+             "--sampler-seed", "1", "--quiet"]
+    assert main(other) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "would overwrite" in err[0]
+    assert len(err) == 1 and "would overwrite" in err[0] and "study 'c'" in err[0], err
     assert (out / "best.toml").read_bytes() == before
+    # ... nor files of unknown origin (no best.toml naming a study)
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "trials.csv").write_text("number,value\n")
+    assert main([*other[:-3], "--out", str(stray), "--quiet"]) == 2
+    assert "would overwrite" in capsys.readouterr().err
+    # the same study name in another storage is another study
+    assert main([a if a != storage else sqlite(tmp_path / "d.db") for a in args]) == 2
+    assert "would overwrite" in capsys.readouterr().err
+    # --force replaces them; the folder then holds c2's outputs
+    assert main([*other, "--force"]) == 0
+    assert tune.outputs_owner(out) == ("c2", storage)
+
+
+def test_out_folder_holds_the_default_sqlite_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["tune", *TINY_ARGS, "--study", "o", "--trials", "3", "--quiet"]
+    assert main([*args, "--out", "mine"]) == 0
+    assert (tmp_path / "mine" / "o.db").is_file() and (tmp_path / "mine" / "best.toml").is_file()
+    assert not (tmp_path / "results").exists()
+    assert tune.outputs_owner(tmp_path / "mine") == ("o", sqlite(tmp_path / "mine" / "o.db"))
+    assert main([*args, "--out", "mine", "--trials", "4"]) == 0  # resumes from mine/o.db
+    assert len(load(sqlite(tmp_path / "mine" / "o.db"), "o").get_trials()) == 4
+    # an --out that cannot be a folder is refused before anything is created
+    (tmp_path / "file").write_text("")
+    assert main([*args, "--out", "file/sub"]) == 2
+    assert not (tmp_path / "file" / "sub" / "o.db").exists()
+    # without --out: results/tune/STUDY.db and results/tune/STUDY/
+    assert main(args) == 0
+    assert (tmp_path / "results" / "tune" / "o.db").is_file()
+    assert (tmp_path / "results" / "tune" / "o" / "best.toml").is_file()
+
+
+def test_contour_pair_comes_from_the_strategy_declaration(monkeypatch):
+    assert tune.contour_params("pilot_commit") == ("pilot_fraction", "pilot_n")
+    assert "contour_pilot_fraction_pilot_n.png" in tune.output_names(CONFIG, False)
+    cls = strategy_class("pilot_commit")
+    monkeypatch.setattr(cls, "contour", ("upper", "lower"))
+    assert tune.figure_names("pilot_commit")["contour"] == "contour_upper_lower.png"
+    assert "contour_upper_lower.png" in tune.output_names(CONFIG, False)
+    for bad in [("upper",), ("upper", "upper"), ("upper", "gen_batch_size")]:  # gen_batch_size: not searched
+        monkeypatch.setattr(cls, "contour", bad)
+        with pytest.raises(ConfigError, match="contour"):
+            tune.contour_params("pilot_commit")
+    # no declaration: the first two searched fields; fewer than two: no contour
+    for name in strategy_names():
+        if strategy_class(name).contour:
+            continue
+        space = tune.searched_fields(name)
+        assert tune.contour_params(name) == (tuple(space[:2]) if len(space) >= 2 else None), name
+        assert ("contour" in tune.figure_names(name)) == (len(space) >= 2)
 
 
 @pytest.mark.parametrize("url", ["postgresql://tuner:s3cret@127.0.0.1:1/nodb",
                                  "sqlite:////nonexistent-dir/x/study.db", "nosuchdb://x"])
 def test_unreachable_storage_is_one_line_and_exit_2(tmp_path, capsys, url):
-    rc = cli.main(["tune", *TINY_ARGS, "--storage", url, "--study", "u", "--out", str(tmp_path / "o")])
+    rc = main(["tune", *TINY_ARGS, "--storage", url, "--study", "u", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("allocbench: error: cannot open study storage"), err
@@ -183,6 +251,69 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     # started together: both create-or-load the study; each stops when the study holds 24
     procs = [popen(tune_cmd(storage, "w", 24, "--worker"), tmp_path) for _ in range(2)]
     _check_shared(storage, "w", procs, 24, 2)
+
+
+def test_four_workers_open_a_new_sqlite_study_at_once(tmp_path):
+    storage = sqlite(tmp_path / "f.db")
+    procs = [popen(tune_cmd(storage, "f", 6, "--worker"), tmp_path) for _ in range(4)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    s = load(storage, "f")
+    assert s.user_attrs["settings"]["steps"] == 30
+    all_trials = s.get_trials()
+    assert [t.number for t in all_trials] == list(range(len(all_trials)))
+    assert len(all_trials) >= 6 and all(t.state.name in ("COMPLETE", "PRUNED") for t in all_trials)
+
+
+@pytest.mark.parametrize("after", range(4))
+def test_open_study_while_another_worker_creates_it(tmp_path, monkeypatch, after):
+    """Worker B opens a new study while worker A makes it: A's whole creation (settings, then
+    its default trial) lands right after B's read number ``after`` of the study's trials or
+    attributes. Whatever the interleaving, B loads the study A made (or makes the same one)."""
+    storage = sqlite(tmp_path / "race.db")
+    Study = optuna.study.Study
+    real_get_trials, real_attrs = Study.get_trials, Study.user_attrs
+    reads, inside_a = [0], [False]
+
+    def read_done():
+        if inside_a[0]:
+            return
+        reads[0] += 1
+        if reads[0] - 1 == after:  # worker A runs now, between two reads of B
+            inside_a[0] = True
+            try:
+                tune.open_study(CONFIG, storage, "race")
+            finally:
+                inside_a[0] = False
+
+    def get_trials(self, *args, **kwargs):
+        trials = real_get_trials(self, *args, **kwargs)
+        read_done()
+        return trials
+
+    def user_attrs(self):
+        attrs = real_attrs.fget(self)
+        read_done()
+        return attrs
+
+    monkeypatch.setattr(Study, "get_trials", get_trials)
+    monkeypatch.setattr(Study, "user_attrs", property(user_attrs))
+    study = tune.open_study(CONFIG, storage, "race")  # worker B
+    monkeypatch.undo()
+    assert reads[0] > after  # A did run in the middle of B
+    assert study.user_attrs["settings"]["steps"] == 30
+    assert [t.user_attrs.get("defaults") for t in study.get_trials()][:1] == [True]
+    tune.open_study(CONFIG, storage, "race")  # and the study is a complete one
+
+
+def test_a_study_with_trials_but_no_settings_is_refused(tmp_path, monkeypatch):
+    storage = sqlite(tmp_path / "x.db")
+    other = optuna.create_study(storage=tune.open_storage(storage), study_name="x")
+    other.enqueue_trial({"a": 1})
+    monkeypatch.setattr("allocbench.tune.study.SETTLE_S", 0.5)
+    with pytest.raises(ConfigError, match="not made by allocbench tune"):
+        tune.open_study(CONFIG, storage, "x")
 
 
 def _pg_bin(name: str) -> str | None:

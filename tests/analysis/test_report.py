@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from allocbench.cli import main
+from cli import main
 from allocbench.errors import ConfigError
 from allocbench.schema import write_table
 from analysis.report import build_report, find_inputs

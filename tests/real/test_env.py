@@ -11,7 +11,7 @@ from allocbench import Checkpoint, RunConfig, make_strategy, run  # noqa: E402
 from allocbench.schema import check_table  # noqa: E402
 from real import make_env  # noqa: E402
 
-VOLATILE = ["wall_s"]  # and the learn_time_* columns
+VOLATILE = ["wall_s", "eval_time_s"]  # and the learn_time_* columns
 
 
 def coin_rewards(env):
@@ -42,6 +42,29 @@ def test_runs_through_the_runner_in_the_tidy_schema(small_overrides):
                 "learn_gen_tokens"):
         assert col in table.columns
     assert table.learn_gen_tokens.iloc[1:].sum() == table.cum_tokens.iloc[-1]
+    # the evaluator's seconds reach the table (every step is evaluated here)
+    assert np.isfinite(table.eval_time_s).all() and (table.eval_time_s > 0).all()
+    for col in ("learn_time_push_s", "learn_time_store_s"):
+        assert (table[col].iloc[1:] >= 0).all()
+
+
+def test_the_environment_sleeps_the_engine_before_an_update_and_pushes_weights_after(small_overrides):
+    env = make_env("tiny-arith", seed=0, **small_overrides)
+    world = env.info["world"]
+    calls = []
+    world.backend.sleep = lambda: calls.append("sleep")
+    world.backend.update_weights = lambda: calls.append("push")
+    step = world.learner.step
+    world.learner.step = lambda *a: (calls.append("step"), step(*a))[1]
+    report = env.learner.update(env.sampler.sample({0: 4, 1: 4}))
+    assert calls == ["sleep", "step", "push"]
+    assert {"time_learn_s", "time_push_s", "time_store_s", "time_gen_s", "time_score_s"} <= set(report)
+    calls.clear()
+    env.learner.update([])  # nothing learned: the weights did not change
+    assert calls == [] and world.store.step == 2  # but the store's step ended
+    # the GRPO learner alone leaves the engine alone
+    world.learner.update(env.sampler.sample({0: 4}))
+    assert calls == ["step"]
 
 
 def all_strategies():
@@ -93,6 +116,8 @@ def test_checkpoint_of_another_preset_is_refused(small_overrides, tmp_path):
 def test_evaluation_is_reproducible_and_reports_shares(small_overrides):
     env = make_env("tiny-arith", seed=0, **small_overrides)
     first, second = env.evaluator.evaluate(), env.evaluator.evaluate()
+    assert first["eval_time_s"] > 0 and second["eval_time_s"] > 0  # seconds: not reproducible
+    del first["eval_time_s"], second["eval_time_s"]
     assert first == second
     assert set(first) == {"eval_acc", "eval_solved_share", "eval_unsolved_share"}
     assert first["eval_solved_share"] + first["eval_unsolved_share"] <= 1

@@ -53,7 +53,8 @@ def _rank(rank, world, port, folder):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     env = make_env("tiny-arith", seed=0, **{**OVERRIDES, "learner.fsdp": True})
-    assert env.learner.world == world and env.learner.rank == rank
+    learner = env.info["world"].learner  # the GRPO learner behind the environment's
+    assert learner.world == world and learner.rank == rank
     result = steps(env)
     weights = full_weights(env.info["world"].policy.model)
     if rank == 0:
@@ -88,19 +89,23 @@ def test_fsdp_step_equals_the_single_process_step(tmp_path, world):
 
 def test_chunks_give_every_rank_the_same_number_of_micro_batches():
     learner = GRPOLearner.__new__(GRPOLearner)
-    learner.cfg = type("Cfg", (), {"micro_batch_rows": 3})()
+    learner.cfg = type("Cfg", (), {"micro_batch_rows": 3, "noise_scale_parts": 4})()
     for n_rows in (1, 2, 5, 7, 16):
         mb = np.arange(n_rows)
         learner.world = 1
         learner.rank = 0
-        assert sorted(np.concatenate([c for c, _ in learner._chunks(mb)]).tolist()) == list(range(n_rows))
+        chunks = learner._chunks(mb)
+        assert sorted(np.concatenate([c for c, _, _ in chunks]).tolist()) == list(range(n_rows))
+        assert all(len(c) <= 3 for c, _, _ in chunks)
+        # a noise-scale part ends on the last chunk; with two rows or more, at least two parts
+        assert chunks[-1][2] and sum(end for _, _, end in chunks) == (min(4, n_rows) if n_rows >= 2 else 1)
         for world in (2, 3):
             counts, rows = set(), []
             for rank in range(world):
                 learner.world, learner.rank = world, rank
                 chunks = learner._chunks(mb)
                 counts.add(len(chunks))
-                assert all(len(c) <= 3 and len(c) > 0 for c, _ in chunks)
-                rows += [i for c, w in chunks if w == 1.0 for i in c.tolist()]
+                assert all(len(c) <= 3 and len(c) > 0 for c, _, _ in chunks)
+                rows += [i for c, w, _ in chunks if w == 1.0 for i in c.tolist()]
             assert len(counts) == 1  # the same number of collectives on every rank
             assert sorted(rows) == list(range(n_rows))  # every row learned once

@@ -7,14 +7,23 @@ import pytest
 
 from allocbench.errors import ConfigError
 from allocbench.strategy import make_strategy
-from real.presets import PRESETS, get_preset, load_toml, to_toml
+from real.presets import PAPER_STRATEGY_SETTINGS, PRESETS, get_preset, load_toml, to_toml
 
 PAPER = ["paper-1.5b-deepmath", "paper-4b-polaris", "paper-8b-polaris", "paper-14b-polaris"]
 SHAPES = {  # preset: (model, train data, n, pilot_n, commit_n)
-    "paper-1.5b-deepmath": ("Qwen/Qwen2.5-Math-1.5B", "deepmath-103k", 128, 32, 96),
-    "paper-4b-polaris": ("Qwen/Qwen3-4B", "polaris-53k", 64, 16, 48),
-    "paper-8b-polaris": ("Qwen/Qwen3-8B", "polaris-53k", 64, 16, 48),
-    "paper-14b-polaris": ("Qwen/Qwen3-14B", "polaris-53k", 64, 16, 48),
+    "paper-1.5b-deepmath": ("friendshipkim/Qwen2.5-Math-1.5B", "deepmath-103k", 128, 32, 96),
+    "paper-4b-polaris": ("Qwen/Qwen3-4B-Base", "polaris-53k", 64, 16, 48),
+    "paper-8b-polaris": ("Qwen/Qwen3-8B-Base", "polaris-53k", 64, 16, 48),
+    "paper-14b-polaris": ("Qwen/Qwen3-14B-Base", "polaris-53k", 64, 16, 48),
+}
+# The recipe's run scripts (databricks/pilot-commit train_scripts/pc_qwen2.5-1.5b_p32c96.sh and
+# pc_qwen3-4b_p16c48.sh; 8B and 14B have none and follow the 4B one): preset -> (max_prompt_length,
+# max_response_length, total_training_steps, exploration_n, n_resp_per_prompt, buffer_sampling_method)
+RECIPE = {
+    "paper-1.5b-deepmath": (2048, 8192, 1000, 32, 96, "max_variance"),
+    "paper-4b-polaris": (2048, 4096, 500, 16, 48, "random"),
+    "paper-8b-polaris": (2048, 4096, 500, 16, 48, "random"),
+    "paper-14b-polaris": (2048, 4096, 500, 16, 48, "random"),
 }
 
 
@@ -57,11 +66,37 @@ def test_paper_presets_round_trip_through_toml(tmp_path, name):
 
 
 def test_prompts_ask_for_a_boxed_answer():
-    qwen_math = PRESETS["paper-1.5b-deepmath"].model
-    assert "\\boxed{}" in qwen_math.system_prompt and qwen_math.prompt_template == "{question}"
-    qwen3 = PRESETS["paper-4b-polaris"].model
-    assert qwen3.prompt_template.format(question="1+1?").startswith("1+1?") and "\\boxed{}" in \
-        qwen3.prompt_template.format(question="x")
+    # the recipe's user turn (data/process_deepmath_103k.py, process_polaris_53k.py), no system prompt
+    for name in PAPER:
+        model = PRESETS[name].model
+        assert model.system_prompt is None
+        assert model.prompt_template.format(question="What is 1+1?") == (
+            "What is 1+1?\n\nLet's think step by step and output the final answer within \\boxed{}.")
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_presets_take_the_recipe_scripts_values(name):
+    prompt_len, response_len, steps, pilot_n, commit_n, order = RECIPE[name]
+    p = get_preset(name)
+    g, lr, e = p.generation, p.learner, p.eval
+    assert g.max_new_tokens == response_len and g.max_model_len == prompt_len + response_len
+    assert (g.temperature, g.top_p) == (1.0, 1.0)
+    assert p.run.steps == steps and p.run.eval_every == 5  # total_training_steps, test_freq
+    assert p.run.train_batch == 128 and p.run.group_size == pilot_n + commit_n
+    # val_kwargs: T = 1, top-p 0.7
+    assert (e.temperature, e.top_p) == (1.0, 0.7)
+    # lr 1e-6, weight decay 0.1, grad clip 1; mini-batches of 32 prompts: 128 / 32 = 4; the recipe's
+    # 10 warm-up steps are training steps (one scheduler step per update), 4 optimizer steps each here
+    assert (lr.lr, lr.weight_decay, lr.max_grad_norm, lr.mini_batches) == (1e-6, 0.1, 1.0, 4)
+    assert lr.lr_warmup_steps == 10 * lr.mini_batches
+    # the strategy: the scripts' pilot / commit sizes, keep band, exclusion, staleness, rounds, generation
+    # batch and commit order, from the strategy's defaults and PAPER_STRATEGY_SETTINGS
+    settings = PAPER_STRATEGY_SETTINGS.get(name, {}).get("pilot_commit", {})
+    pc = make_strategy("pilot_commit", **settings).resolved(p.run.train_batch, p.run.group_size)
+    assert (pc["pilot_n"], pc["commit_n"], pc["gen_batch_size"]) == (pilot_n, commit_n, 3 * 128)
+    assert (pc["lower"], pc["upper"], pc["evict_threshold"]) == (0.125, 0.25, 1.0)
+    assert (pc["max_staleness"], pc["max_num_gen_batches"], pc["commit_order"]) == (4, 10, order)
+    assert set(PAPER_STRATEGY_SETTINGS) <= set(PAPER)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -98,7 +133,7 @@ def test_backend_choice():
 
 def test_train_command_checks_the_paper_preset_before_loading(tmp_path, capsys):
     """The CLI accepts the paper presets (and --backend) and checks them before any download."""
-    from allocbench.cli import main
+    from cli import main
 
     with pytest.raises(SystemExit):  # argparse
         main(["train", "--preset", "paper-1.5b-deepmath", "--strategy", "pilot_commit", "--backend", "jax",

@@ -1,5 +1,10 @@
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -68,20 +73,48 @@ def test_pathological_answer_times_out_on_the_main_thread():
     assert v.timeouts == 1
 
 
-def test_works_from_a_worker_thread_with_a_timeout(verifier):
-    got = {}
+# run in a child process: a check that never times out holds the GIL inside C (big-integer
+# powers), so nothing in this process could end it; the child is killed from outside instead
+_FROM_A_THREAD = r"""
+import json, threading, time
+from real.verifier import MathVerifier
 
-    def work():
-        start = time.perf_counter()
-        got["scores"] = verifier.score_many(
-            ["\\boxed{\\frac{3}{4}}", "\\boxed{9^{9^{9^{9}}}}", "\\boxed{5}"], ["0.75", "1", "6"]).tolist()
-        got["seconds"] = time.perf_counter() - start
+v = MathVerifier(timeout_s=0.5)  # "auto": off the main thread, checks run in the worker process
+got = {}
 
-    thread = threading.Thread(target=work)
-    thread.start()
-    thread.join(30)
-    assert got["scores"] == [1.0, 0.0, 0.0]
-    assert got["seconds"] < 10
+def work():
+    got["warm"] = v("\\boxed{1}", "1")  # starts the worker process
+    worker = v._worker
+    start = time.perf_counter()
+    got["scores"] = v.score_many(
+        ["\\boxed{\\frac{3}{4}}", "\\boxed{9^{9^{9^{9}}}}", "\\boxed{5}"], ["0.75", "1", "6"]).tolist()
+    got["seconds"] = time.perf_counter() - start
+    got["same_worker"] = v._worker is worker
+
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+got.update(timeouts=v.timeouts, checks=v.checks, timeout_s=v.timeout_s, grace_s=v.grace_s)
+v.close()
+print(json.dumps(got))
+"""
+
+
+def test_works_from_a_worker_thread_with_a_timeout():
+    try:
+        child = subprocess.run([sys.executable, "-c", _FROM_A_THREAD], capture_output=True, text=True,
+                               timeout=60, cwd=Path(__file__).parents[2],
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    except subprocess.TimeoutExpired:
+        pytest.fail("a check off the main thread never returned: no timeout there")
+    assert child.returncode == 0, child.stderr
+    got = json.loads(child.stdout.splitlines()[-1])
+    assert got["warm"] == 1.0 and got["scores"] == [1.0, 0.0, 0.0]
+    assert got["timeouts"] == 1 and got["checks"] == 4  # the tower of powers ran out of time
+    # the worker's own deadline ended it, not the parent's kill at timeout_s + grace_s, so the
+    # worker lives on for the next check
+    assert got["timeout_s"] <= got["seconds"] < got["timeout_s"] + got["grace_s"]
+    assert got["same_worker"]
 
 
 def test_a_hung_worker_is_killed_and_replaced():

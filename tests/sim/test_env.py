@@ -73,3 +73,10 @@ def test_unknown_scenario_and_bad_override():
         make_env("nope")
     with pytest.raises(ab.ConfigError):
         make_env("default", no_such_param=1)
+
+
+def test_the_simulator_numbers_its_rollouts_in_drawing_order():
+    env = make_env("default", seed=0)
+    first = env.sampler.sample({0: 3, 5: 2})
+    second = env.sampler.sample({0: 4})
+    assert [o.rollout_ids.tolist() for o in first + second] == [[0, 1, 2], [3, 4], [5, 6, 7, 8]]

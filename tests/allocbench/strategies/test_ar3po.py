@@ -15,6 +15,7 @@ class ScriptedSampler:
         self.scripts = [np.asarray(s, dtype=float) for s in scripts]
         self.drawn = [0] * len(scripts)
         self.calls = []
+        self.next_id = 0  # rollout ids: a running count
 
     def sample(self, requests):
         self.calls.append(dict(requests))
@@ -23,7 +24,9 @@ class ScriptedSampler:
             idx = (self.drawn[i] + np.arange(k)) % len(self.scripts[i])
             self.drawn[i] += k
             r = self.scripts[i][idx]
-            out.append(Outcome(int(i), r, np.where(r > 0, CORRECT_TOKENS, 5)))
+            ids = np.arange(self.next_id, self.next_id + k, dtype=np.int64)
+            self.next_id += k
+            out.append(Outcome(int(i), r, np.where(r > 0, CORRECT_TOKENS, 5), rollout_ids=ids))
         return out
 
 
@@ -57,7 +60,9 @@ def test_reuses_a_cached_correct_answer_for_an_all_wrong_group_at_no_rollout_cos
     assert step1[0].rewards.tolist() == [0, 1] and step1[0].reused == 0
     reused = step2[0]
     assert reused.rewards.tolist() == [0, 0, 0, 0, 1] and reused.reused == 1
-    assert reused.tokens[-1] == CORRECT_TOKENS  # the cached answer's length
+    assert reused.tokens[-1] == CORRECT_TOKENS  # the cached answer's length ...
+    assert reused.rollout_ids[-1] == step1[0].rollout_ids[1]  # ... and the id of the rollout it was
+    assert len(set(reused.rollout_ids[:-1]) & set(step1[0].rollout_ids)) == 0  # the rest are new
     assert step2[1].rewards.tolist() == [0] * 4 and step2[1].reused == 0
     row = table.iloc[2]
     assert row.step_rollouts == 4 + 4  # the ledger never saw the reused answer ...

@@ -54,7 +54,7 @@ def test_exploration_probabilities_follow_the_target_from_the_second_epoch():
     candidates = CandidateStream(env.prompt_ids, env.epoch_order, rng)
     history = []
     for step in range(1, 60):
-        greso.collect(StepContext(step, 2, 4, ledger, candidates, memory, rng))
+        greso.bind(2, 4).collect(StepContext(step, 2, 4, ledger, candidates, memory, rng))
         history.append((candidates.epoch, dict(memory["explore"])))
     first = [e for epoch, e in history if epoch == 1]
     assert all(e == {"easy": 0.5, "hard": 0.5} for e in first)  # no adjustment in epoch 1

@@ -15,7 +15,7 @@ def one_step(env, strategy, memory):
     rng = np.random.default_rng(0)
     ctx = StepContext(1, env.train_batch, env.group_size, Ledger(env.sampler),
                       CandidateStream(env.prompt_ids, env.epoch_order, rng), memory, rng)
-    return strategy.collect(ctx)
+    return strategy.bind(env.train_batch, env.group_size).collect(ctx)
 
 
 def value(strategy, p, counts):

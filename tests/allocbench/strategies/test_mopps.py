@@ -13,7 +13,7 @@ def one_step(env, strategy, memory, seed=0):
     rng = np.random.default_rng(seed)
     ledger = Ledger(env.sampler)
     candidates = CandidateStream(env.prompt_ids, env.epoch_order, rng)
-    groups = strategy.collect(StepContext(1, env.train_batch, env.group_size, ledger, candidates,
+    groups = strategy.bind(env.train_batch, env.group_size).collect(StepContext(1, env.train_batch, env.group_size, ledger, candidates,
                                           memory, rng))
     return groups, ledger
 

@@ -17,6 +17,7 @@ def drive(strategy, env, steps):
     ledger = Ledger(env.sampler)
     candidates = CandidateStream(env.prompt_ids, env.epoch_order, rng)
     memory, log = {}, []
+    strategy = strategy.bind(env.train_batch, env.group_size)
     for step in range(1, steps + 1):
         before = len(env.sampler.calls)
         ctx = StepContext(step, env.train_batch, env.group_size, ledger, candidates, memory, rng)
@@ -27,8 +28,10 @@ def drive(strategy, env, steps):
 
 def test_shape_follows_the_paper():
     pc = ab.make_strategy("pilot_commit")
-    assert pc.shape(128, 128) == (32, 96, 384)
-    assert pc.shape(128, 64) == (16, 48, 384)
+    big, small = pc.bind(128, 128), pc.bind(128, 64)
+    assert (big.pilot_n, big.commit_n, big.gen_batch_size) == (32, 96, 384)
+    assert (small.pilot_n, small.commit_n, small.gen_batch_size) == (16, 48, 384)
+    assert pc.pilot_n is None  # binding makes a copy; the strategy itself is unchanged
     assert pc.resolved(128, 64)["pilot_fraction"] == 0.25
 
 
@@ -102,3 +105,41 @@ def test_variance_score_commits_the_most_uncertain_first():
 def test_bad_hyper_parameters_are_refused(bad):
     with pytest.raises(ab.ConfigError):
         ab.make_strategy("pilot_commit", **bad)
+
+
+def test_keep_band_bounds_are_inclusive():
+    # pilot 8 (n = 32): accuracies in eighths; lower 0.125 and 1 - upper 0.75 are hit exactly
+    rates = np.tile([0.0, 0.125, 0.25, 0.75, 0.875, 1.0], 20)
+    env = fixed_env(rates, train_batch=2, group_size=32)
+    pc = ab.make_strategy("pilot_commit", pilot_n=8, lower=0.125, upper=0.25)
+    ab.run(env, pc, ab.RunConfig(steps=15))
+    trained = {rates[g.prompt_id] for groups in env.learner.updates for g in groups}
+    # 1 of 8 (= lower) and 6 of 8 (= 1 - upper) are kept; 7 of 8, just above, is skipped
+    assert trained == {0.125, 0.25, 0.75}
+    assert all(g.n == 32 for groups in env.learner.updates for g in groups)
+
+
+def test_a_new_epoch_empties_the_buffer():
+    # 12 prompts, 4 piloted per round, all kept (p̂ = 0.5), one commit per step: every epoch ends
+    # with prompts waiting in the buffer, and none may be committed in the next epoch
+    env = fixed_env(np.full(12, 0.5), train_batch=1, group_size=32)
+    pc = ab.make_strategy("pilot_commit", pilot_n=8, gen_batch_size=4, max_staleness=100,
+                          commit_order="max_variance")
+    table = ab.run(env, pc, ab.RunConfig(steps=12))
+    assert table.epoch.max() >= 3
+    epoch, piloted_in, uncommitted, commits, left_at_epoch_end = 1, {}, set(), 0, 0
+    for call in env.sampler.calls:
+        pilots = {i for i, k in call.items() if k == 8}
+        if any(piloted_in.get(i) == epoch for i in pilots):
+            epoch += 1  # a prompt piloted again: the data loader began a new epoch
+            left_at_epoch_end += len(uncommitted)
+            uncommitted.clear()
+        for i, k in call.items():
+            if k == 24:  # a commit: its pilot must come from this epoch
+                commits += 1
+                uncommitted.discard(i)
+                assert piloted_in[i] == epoch, f"prompt {i} piloted in epoch {piloted_in[i]}, committed in {epoch}"
+        piloted_in.update((i, epoch) for i in pilots)
+        uncommitted |= pilots
+    assert epoch >= 3 and commits >= 10
+    assert left_at_epoch_end > 0  # kept pilots were still waiting when their epoch ended

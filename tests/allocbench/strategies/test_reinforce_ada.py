@@ -50,9 +50,10 @@ def test_the_cap_bounds_rollouts_per_prompt_and_small_rounds_still_fill_the_grou
 
 
 def test_downsample_keeps_the_earliest_of_each_kind():
-    pool = ab.Outcome(7, np.array([0, 1, 0, 0, 1, 1, 0, 1.0]), np.arange(8))
+    pool = ab.Outcome(7, np.array([0, 1, 0, 0, 1, 1, 0, 1.0]), np.arange(8), rollout_ids=np.arange(8) + 100)
     g = downsample(pool, 4)
     assert g.tokens.tolist() == [0, 1, 2, 4] and g.rewards.sum() == 2
+    assert g.rollout_ids.tolist() == [100, 101, 102, 104]  # the kept rollouts' ids
     g = downsample(ab.Outcome(7, np.array([1, 0, 0, 0, 0, 0.0]), np.arange(6)), 4)
     assert g.tokens.tolist() == [0, 1, 2, 3]  # only one correct: topped up with wrong ones
 

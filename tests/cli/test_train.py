@@ -5,7 +5,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("math_verify")
 
-from allocbench.cli import main  # noqa: E402
+from cli import main  # noqa: E402
 from allocbench.schema import read_table  # noqa: E402
 
 SMALL = ["--env-set", "model.warmup_steps=30", "--env-set", "data.train_size=64", "--env-set", "data.eval_size=12",
@@ -58,3 +58,11 @@ def test_bad_inputs_fail_before_any_model_is_built(capsys, args, message):
 def test_list_presets(capsys):
     code, stdout, _ = train(capsys, "--list-presets")
     assert code == 0 and "tiny-arith" in stdout and "smollm2-arith" in stdout
+
+
+def test_default_output_folder_is_made_on_a_fresh_clone(tmp_path, capsys, monkeypatch):
+    """`allocbench train --preset P --strategy S` as the README shows it: ./runs/ does not exist yet."""
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = train(capsys, "--preset", "tiny-arith", "--strategy", "grpo", "--steps", "1", *SMALL)
+    assert code == 0, err
+    assert (tmp_path / "runs" / "tiny-arith-grpo-seed0" / "runs.parquet").exists()

@@ -1,38 +1,21 @@
-"""The ``allocbench`` command line."""
+"""``allocbench compare``, ``leaderboard``, ``strategies`` and ``scenarios``."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import io
-import sys
-import tomllib
+import textwrap
 from pathlib import Path
 
-from allocbench.errors import AllocbenchError, ConfigError
+from allocbench.config import check_target, strategy_params
+from allocbench.errors import ConfigError
 
 DEFAULT_STRATEGIES = "grpo,dapo,pilot_commit"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (AllocbenchError, FileNotFoundError, tomllib.TOMLDecodeError) as e:
-        print(f"allocbench: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("allocbench: interrupted", file=sys.stderr)
-        return 130
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="allocbench",
-        description="Compare rollout-allocation strategies for GRPO-style RL post-training.")
-    sub = parser.add_subparsers(required=True, metavar="COMMAND")
-
+def add_parser(sub) -> None:
+    """Register compare, leaderboard, strategies and scenarios."""
     shared = argparse.ArgumentParser(add_help=False)  # the options compare and leaderboard share
     shared.add_argument("--strategies", default=None,
                         help=f"comma-separated strategy names, or 'all'; default: {DEFAULT_STRATEGIES} "
@@ -54,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     shared.add_argument("--env", default="sim", help="environment: sim (default) or real")
     shared.add_argument("--jobs", type=int, default=1, help="parallel worker processes; default: 1")
     shared.add_argument("--csv", action="store_true", help="also write runs.csv")
+    shared.add_argument("--log-groups", action=argparse.BooleanOptionalAction, default=None,
+                        help="also write groups.parquet, one row per (run, step, round, prompt); "
+                        "default: on for --env real, off for sim (paper-scale sim runs make ~10^5 rows each)")
     shared.add_argument("--force", action="store_true", help="replace existing result files")
     shared.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -63,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "x step), DIR/accuracy_vs_rollouts.png and DIR/speedup.csv (rollouts to the target "
                        "accuracy and speed-ups against grpo and dapo).")
     p.add_argument("--scenario", default="default", help="scenario name (see `allocbench scenarios`); default: default")
-    p.add_argument("--out", type=Path, required=True, help="output folder (created; its parent must exist)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created with its parents)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("leaderboard", parents=[shared],
@@ -80,48 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_strategies)
     p = sub.add_parser("scenarios", help="list simulator scenarios")
     p.set_defaults(func=cmd_scenarios)
-    from real.cli import add_parser as add_train_parser  # light: torch is imported when it runs
-    add_train_parser(sub)
-    from analysis.report import add_parser as add_figures_parser  # light: no matplotlib until run
-    add_figures_parser(sub)
-    from allocbench.tune import add_parser as add_tune_parser
-    add_tune_parser(sub)
-    return parser
 
 
-def parse_value(text: str):
-    """A --set value as TOML would read it (numbers, booleans, strings)."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def strategy_params(names: list[str], config: Path | None, sets: list[str]) -> dict[str, dict]:
-    params: dict[str, dict] = {name: {} for name in names}
-    if config is not None:
-        with open(config, "rb") as f:
-            table = tomllib.load(f).get("strategies", {})
-        for name, values in table.items():
-            if name in params:
-                params[name].update(values)
-    for item in sets:
-        key, sep, value = item.partition("=")
-        name, dot, param = key.partition(".")
-        if not sep or not dot:
-            raise ConfigError(f"--set expects STRATEGY.PARAM=VALUE, got {item!r}")
-        if name not in params:
-            raise ConfigError(f"--set {item!r}: strategy {name!r} is not among --strategies")
-        params[name][param] = parse_value(value)
-    return params
-
-
-def output_paths(out: Path, csv: bool, force: bool) -> dict[str, Path]:
+def output_paths(out: Path, args) -> dict[str, Path]:
     """The files a comparison writes into ``out``."""
     from allocbench.schema import writable
 
-    names = ["runs.parquet", "accuracy_vs_rollouts.png", "speedup.csv"] + (["runs.csv"] if csv else [])
-    return writable(out, names, force)
+    names = (["runs.parquet", "accuracy_vs_rollouts.png", "speedup.csv"] + (["runs.csv"] if args.csv else [])
+             + (["groups.parquet"] if log_groups(args) else []))
+    return writable(out, names, args.force)
+
+
+def log_groups(args) -> bool:
+    return args.env == "real" if args.log_groups is None else args.log_groups
 
 
 def parse_strategies(args, default: str) -> list:
@@ -139,8 +96,7 @@ def parse_strategies(args, default: str) -> list:
         raise ConfigError(f"--seeds must be positive, got {args.seeds}")
     if args.jobs <= 0:
         raise ConfigError(f"--jobs must be positive, got {args.jobs}")
-    if args.target is not None and not 0 < args.target <= 1:
-        raise ConfigError(f"--target must be in (0, 1], got {args.target}")
+    check_target(args.target)
     if args.target is None and "grpo" not in names:
         raise ConfigError("the default target is grpo's peak accuracy: include grpo or pass --target")
     return [make_strategy(name, **params[name]) for name in names]
@@ -157,19 +113,30 @@ def run_config(args, env):
                      eval_every=given(args.eval_every, env.info.get("eval_every", 10)))
 
 
-def write_results(paths: dict[str, Path], table, target: float | None):
-    """Write a comparison's table, speed-ups and figure (all computed before the first write);
-    return the speed-up table."""
+def check_shapes(strategies: list, env, config) -> None:
+    """Bind every strategy to the run's B and n now, so a setting that cannot run at this shape
+    fails before the first run rather than in the middle of the comparison."""
+    for strategy in strategies:
+        strategy.bind(config.train_batch or env.train_batch, config.group_size or env.group_size)
+
+
+def write_results(paths: dict[str, Path], table, groups, target: float | None):
+    """Write a comparison's table, groups log, speed-ups and figure (all computed before the
+    first write); return the speed-up table."""
     from allocbench.metrics import default_target, speedup_table
-    from allocbench.schema import write_atomic, write_table
+    from allocbench.schema import check_groups, write_atomic, write_groups, write_table
     from analysis.figures import accuracy_vs_rollouts  # the CLI composes; the core draws nothing
 
     target = target if target is not None else default_target(table)
     speedups = speedup_table(table, target)
     png = io.BytesIO()
     accuracy_vs_rollouts(table, target).savefig(png, format="png", dpi=300)
-    next(iter(paths.values())).parent.mkdir(exist_ok=True)
+    next(iter(paths.values())).parent.mkdir(parents=True, exist_ok=True)
+    if groups is not None:
+        check_groups(groups, table)
     write_table(table, paths["runs.parquet"])
+    if groups is not None:
+        write_groups(groups, paths["groups.parquet"])
     if "runs.csv" in paths:
         write_table(table, paths["runs.csv"])
     write_atomic(paths["accuracy_vs_rollouts.png"], lambda tmp: Path(tmp).write_bytes(png.getvalue()))
@@ -185,10 +152,11 @@ def cmd_compare(args) -> int:
     strategies = parse_strategies(args, DEFAULT_STRATEGIES)
     env = make_env(args.env, args.scenario, seed=0)  # checks the scenario name
     config = run_config(args, env)
-    paths = output_paths(args.out, args.csv, args.force)
-    table = compare(args.scenario, strategies, list(range(args.seeds)), config, kind=args.env,
-                    jobs=args.jobs, progress=not args.quiet)
-    speedups = write_results(paths, table, args.target)
+    check_shapes(strategies, env, config)
+    paths = output_paths(args.out, args)
+    table, groups = compare(args.scenario, strategies, list(range(args.seeds)), config, kind=args.env,
+                            jobs=args.jobs, progress=not args.quiet, log_groups=log_groups(args))
+    speedups = write_results(paths, table, groups, args.target)
     print(format_speedups(speedups))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
@@ -197,21 +165,23 @@ def cmd_compare(args) -> int:
 def cmd_leaderboard(args) -> int:
     from allocbench.compare import compare
     from allocbench.envs import make_env, scenario_names
-    from allocbench.schema import write_atomic
-
-    from allocbench.schema import writable
+    from allocbench.schema import writable, write_atomic
 
     strategies = parse_strategies(args, "all")
     scenarios = scenario_names(args.env) if args.scenarios == "all" else args.scenarios.split(",")
-    configs = {sc: run_config(args, make_env(args.env, sc, seed=0)) for sc in scenarios}
+    configs = {}
+    for sc in scenarios:
+        env = make_env(args.env, sc, seed=0)
+        configs[sc] = run_config(args, env)
+        check_shapes(strategies, env, configs[sc])
     board = writable(args.out, ["leaderboard.csv", "leaderboard.md"], args.force)
-    args.out.mkdir(exist_ok=True)
-    paths = {sc: output_paths(args.out / sc, args.csv, args.force) for sc in scenarios}
+    args.out.mkdir(parents=True, exist_ok=True)
+    paths = {sc: output_paths(args.out / sc, args) for sc in scenarios}
     rows = []
     for sc in scenarios:
-        table = compare(sc, strategies, list(range(args.seeds)), configs[sc], kind=args.env,
-                        jobs=args.jobs, progress=not args.quiet)
-        speedups = write_results(paths[sc], table, args.target)
+        table, groups = compare(sc, strategies, list(range(args.seeds)), configs[sc], kind=args.env,
+                                jobs=args.jobs, progress=not args.quiet, log_groups=log_groups(args))
+        speedups = write_results(paths[sc], table, groups, args.target)
         rows.append(speedups.assign(scenario=sc))
     import pandas as pd
 
@@ -227,7 +197,9 @@ def leaderboard_markdown(board) -> str:
     def pm(mean, std, scale=1.0, digits=2, unit=""):
         if mean != mean:  # NaN: never reached
             return "not reached"
-        return f"{mean / scale:.{digits}f}{unit} ± {0 if std != std else std / scale:.{digits}f}{unit}"
+        if std != std:  # one seed (or one that reached): no spread to show
+            return f"{mean / scale:.{digits}f}{unit}"
+        return f"{mean / scale:.{digits}f}{unit} ± {std / scale:.{digits}f}{unit}"
 
     lines = []
     for sc, rows in board.groupby("scenario", sort=False):
@@ -250,7 +222,7 @@ def format_speedups(speedups) -> str:
                         "speedup_vs_grpo", "speedup_vs_dapo", "final_acc", "rounds_per_step"]
             if c in speedups.columns]
     return f"target accuracy {speedups['target'].iloc[0]:.4f}\n" + speedups[cols].to_string(
-        index=False, float_format=lambda v: f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}")
+        index=False, na_rep="–", float_format=lambda v: f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}")
 
 
 def cmd_strategies(args) -> int:
@@ -258,10 +230,34 @@ def cmd_strategies(args) -> int:
 
     for name in strategy_names():
         cls = strategy_class(name)
-        print(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        print(textwrap.fill(f"{name}: {summary}", width=100, subsequent_indent="    "))
         for f in dataclasses.fields(cls):
-            print(f"    {f.name} = {f.default!r}  ({f.type}) {f.metadata.get('help', '')}")
+            print(f"    {f.name}: {type_name(f.type)} = {f.default!r}{valid_values(f.metadata)}")
+            print(textwrap.fill(f.metadata.get("help", ""), width=100, initial_indent=" " * 8,
+                                subsequent_indent=" " * 8))
+        print()
     return 0
+
+
+def type_name(annotation) -> str:
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+
+
+def valid_values(meta) -> str:
+    """The valid range / choices and the tuning search space of a hyper-parameter, in words."""
+    parts = []
+    if meta.get("choices") is not None:
+        parts.append("one of " + ", ".join(map(str, meta["choices"])))
+    elif meta.get("low") is not None or meta.get("high") is not None:
+        lo = "-inf" if meta.get("low") is None else f"{'(' if meta['open_low'] else '['}{meta['low']}"
+        hi = "inf)" if meta.get("high") is None else f"{meta['high']}{')' if meta['open_high'] else ']'}"
+        parts.append(f"in {lo}, {hi}")
+    if meta.get("search") is not None:
+        space = meta["search"]
+        parts.append("tuned over " + (", ".join(map(str, space)) if isinstance(space[0], (str, bool))
+                                      else f"[{space[0]}, {space[1]}]" + (" (log)" if meta.get("log") else "")))
+    return f"  ({'; '.join(parts)})" if parts else ""
 
 
 def cmd_scenarios(args) -> int:

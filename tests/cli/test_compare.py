@@ -4,7 +4,7 @@ import sys
 import pandas as pd
 import pytest
 
-from allocbench.cli import main
+from cli import main
 
 SMALL = ["--seeds", "2", "--steps", "20", "--quiet"]
 
@@ -48,7 +48,11 @@ def test_compare_refuses_to_overwrite_and_keeps_what_was_written(tmp_path, capsy
     (["--seeds", "0"], "--seeds must be positive"),
     (["--steps", "0"], "steps must be a positive integer"),
     (["--eval-every", "0"], "eval_every must be a positive integer"),
-    (["--config", "/nonexistent/x.toml"], "No such file"),
+    (["--config", "/nonexistent/x.toml"], "config file not found: /nonexistent/x.toml"),
+    (["--set", "pilot_commit"], "--set expects STRATEGY.PARAM=VALUE"),
+    (["--target", "1.5"], "--target must be in (0, 1]"),
+    (["--set", "speed.n_init=8", "--strategies", "grpo,speed", "--group-size", "8"],
+     "speed.n_init (8) must be below the group size"),
 ])
 def test_bad_input_one_error_line_nonzero_exit_no_files(tmp_path, capsys, args, message):
     out = tmp_path / "cmp"
@@ -58,10 +62,35 @@ def test_bad_input_one_error_line_nonzero_exit_no_files(tmp_path, capsys, args, 
     assert not out.exists()
 
 
-def test_missing_output_parent_is_an_error(tmp_path, capsys):
-    code, _, err = run_cli(["compare", "--out", str(tmp_path / "no" / "such"), *SMALL], capsys)
-    assert code == 2 and "parent does not exist" in err
-    assert not (tmp_path / "no").exists()
+def test_missing_output_parents_are_made(tmp_path, capsys):
+    out = tmp_path / "no" / "such"
+    code, _, err = run_cli(["compare", "--out", str(out), "--strategies", "grpo", *SMALL], capsys)
+    assert code == 0, err
+    assert (out / "runs.parquet").exists()
+
+
+def test_output_under_a_file_is_an_error_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_cli(["compare", "--out", str(tmp_path / "file" / "cmp"), *SMALL], capsys)
+    assert code == 2 and "is a file, not a folder" in err
+    assert (tmp_path / "file").read_text() == "x"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[strategies.pilot_comit]\npilot_fraction = 0.5\n", "unknown strategy 'pilot_comit'"),
+    ("[strategy.pilot_commit]\npilot_fraction = 0.5\n", "unexpected top-level key 'strategy'"),
+    ("[strategies.pilot_commit]\npilot_fraction = \n", "not valid TOML"),
+    ("[strategies.pilot_commit]\npilot_fractoin = 0.5\n", "pilot_commit has no hyper-parameter pilot_fractoin"),
+])
+def test_a_config_file_mistake_is_refused_naming_the_file(tmp_path, capsys, text, message):
+    config = tmp_path / "pc.toml"
+    config.write_text(text)
+    out = tmp_path / "cmp"
+    code, _, err = run_cli(["compare", "--out", str(out), "--config", str(config), *SMALL], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+    if "pilot_fractoin" not in text:
+        assert str(config) in err
+    assert not out.exists()
 
 
 def test_config_file_sets_hyper_parameters(tmp_path, capsys):
@@ -77,10 +106,38 @@ def test_config_file_sets_hyper_parameters(tmp_path, capsys):
 
 
 def test_strategies_lists_the_registry_and_console_script_works():
-    result = subprocess.run([sys.executable, "-m", "allocbench.cli", "strategies"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "cli", "strategies"], capture_output=True, text=True)
     assert result.returncode == 0
-    for name in ["grpo", "dapo", "pilot_commit", "pilot_fraction = 0.25", "max_num_gen_batches = 10"]:
+    for name in ["grpo", "dapo", "pilot_commit", "pilot_fraction: float = 0.25", "max_num_gen_batches: int = 10",
+                 "reuse: bool = True", "tuned over [0.05, 0.6]"]:
         assert name in result.stdout
+    assert "<class" not in result.stdout
+    # the whole first paragraph of each docstring, not its first line
+    assert "as the paper's verl recipe (databricks/pilot-commit, recipe/pc/) runs it." in " ".join(result.stdout.split())
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out.startswith("allocbench ")
+
+
+def test_progress_to_a_log_file_is_a_few_lines(tmp_path):
+    """Not a terminal: the bar may not write an update per step (thousands of lines)."""
+    result = subprocess.run([sys.executable, "-m", "cli", "compare", "--out", str(tmp_path / "c"), "--seeds", "2",
+                             "--steps", "200"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert 1 <= result.stderr.count("step/s") <= 4
+
+
+def test_one_seed_leaderboard_shows_no_spread(tmp_path, capsys):
+    out = tmp_path / "board"
+    code, _, err = run_cli(["leaderboard", "--out", str(out), "--scenarios", "default",
+                            "--strategies", "grpo,pilot_commit", "--seeds", "1", "--steps", "20", "--quiet"], capsys)
+    assert code == 0, err
+    markdown = (out / "leaderboard.md").read_text()
+    assert "±" not in markdown and "1/1" in markdown
 
 
 def test_leaderboard_runs_every_scenario_and_writes_the_table(tmp_path, capsys):
@@ -99,7 +156,8 @@ def test_leaderboard_runs_every_scenario_and_writes_the_table(tmp_path, capsys):
 
 
 def test_all_puts_the_paper_strategies_first():
-    from allocbench.cli import build_parser, parse_strategies
+    from cli import build_parser
+    from cli.compare import parse_strategies
 
     args = build_parser().parse_args(["leaderboard", "--seeds", "1"])
     names = [s.name for s in parse_strategies(args, "all")]

@@ -53,18 +53,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def parse_env_sets(items: list[str]) -> dict:
-    from allocbench.cli import parse_value
-
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or "." not in key:
-            raise ConfigError(f"--env-set expects SECTION.FIELD=VALUE, got {item!r}")
-        overrides[key.strip()] = parse_value(value.strip())
-    return overrides
-
-
 def cmd_train(args) -> int:
     if args.list_presets:
         from real.presets import PRESETS
@@ -77,15 +65,15 @@ def cmd_train(args) -> int:
     if args.preset is None or args.strategy is None:
         raise ConfigError("train needs --preset and --strategy (or --list-presets)")
     from allocbench.checkpoint import Checkpoint
-    from allocbench.cli import strategy_params
+    from allocbench.config import parse_assignments, strategy_params
     from allocbench.runner import RunConfig, run
-    from allocbench.schema import write_atomic, write_table
+    from allocbench.schema import writable, write_atomic, write_table
     from allocbench.strategy import make_strategy
     from real.presets import get_preset, to_toml
 
     # every input is checked before the environment (a model load) is built
     strategy = make_strategy(args.strategy, **strategy_params([args.strategy], args.config, args.hp)[args.strategy])
-    overrides = parse_env_sets(args.env_set)
+    overrides = dict(parse_assignments(args.env_set, "--env-set", "SECTION.FIELD=VALUE", dotted=True))
     if args.backend is not None:
         overrides["generation.backend"] = args.backend
     preset = get_preset(args.preset, **overrides)
@@ -104,22 +92,16 @@ def cmd_train(args) -> int:
     if rank != 0:
         args.quiet, args.csv = True, False
     out = args.out or Path("runs") / f"{preset.name}-{strategy.name}-seed{args.seed}"
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output path is a file, not a folder: {out}")
-    if not out.parent.is_dir():
-        raise ConfigError(f"output folder's parent does not exist: {out.parent}")
-    files = {"runs.parquet": out / "runs.parquet", "preset.toml": out / "preset.toml"}
-    if args.csv:
-        files["runs.csv"] = out / "runs.csv"
     ckpt_dir = out / "checkpoint"
     has_ckpt = (ckpt_dir / "latest").exists()
     if args.resume and not has_ckpt:
         raise ConfigError(f"nothing to resume: {ckpt_dir} holds no checkpoint")
-    if not args.resume and not args.force and rank == 0:
-        existing = [str(p) for p in files.values() if p.exists()] + ([str(ckpt_dir)] if has_ckpt else [])
-        if existing:
-            raise ConfigError(f"would overwrite {', '.join(existing)}; pass --force to start over"
-                              + (" or --resume to continue" if has_ckpt else ""))
+    replace = args.force or args.resume or rank != 0
+    hint = "pass --force to start over" + (" or --resume to continue" if has_ckpt else "")
+    if has_ckpt and not replace:
+        raise ConfigError(f"would overwrite {ckpt_dir}; {hint}")
+    files = writable(out, ["runs.parquet", "preset.toml"] + (["runs.csv"] if args.csv else []),
+                     force=replace, hint=hint)
     if args.force and ckpt_dir.exists() and rank == 0:
         shutil.rmtree(ckpt_dir)
     config = RunConfig(steps=preset.run.steps if args.steps is None else args.steps, seed=args.seed,
@@ -136,7 +118,7 @@ def cmd_train(args) -> int:
     if rank == 0:
         print(f"ready in {time.perf_counter() - started:.1f}s; training {strategy.name} for {config.steps} steps",
               file=sys.stderr)
-        out.mkdir(exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     checkpoint = Checkpoint(ckpt_dir, every=args.checkpoint_every) if args.checkpoint_every else None
     try:
         table = run(env, strategy, config, on_step=None if args.quiet else _progress(config.steps),
