@@ -553,3 +553,34 @@ def pass_rate_histogram(probe: pd.DataFrame, before: pd.DataFrame | None = None,
     axes[0][0].legend(fontsize=6.5)
     fig.tight_layout()
     return fig
+
+
+def trained_by_difficulty(groups: pd.DataFrame, bins: int = 10) -> plt.Figure:
+    """Where each strategy's trained rollouts went, from the per-group log (groups.parquet): the
+    share of its trained rollouts by what the environment knew of the prompt when it was
+    sampled (its arithmetic level in real runs, its true pass rate in the simulator), beside the
+    share of all generated rollouts, so screening's shift toward informative prompts shows."""
+    theme()
+    if "prompt_difficulty" in groups.columns and groups["prompt_difficulty"].notna().any():
+        key, label = groups["prompt_difficulty"], "difficulty level of the prompt"
+    elif "prompt_pass_rate" in groups.columns:
+        edges = np.linspace(0, 1, bins + 1)
+        key = pd.Series((edges[:-1] + 0.5 / bins)[np.clip(np.digitize(groups["prompt_pass_rate"], edges) - 1, 0, bins - 1)],
+                        index=groups.index)
+        label = "true pass rate of the prompt when sampled"
+    else:
+        raise NoData("the groups log has no prompt_difficulty or prompt_pass_rate column")
+    g = groups.assign(_key=key)
+    generated = g[g["kind"] != "reused"]
+    fig, axes = plt.subplots(1, 2, figsize=(2 * COL, 2.2), sharey=True, layout="constrained")
+    for ax, part, title in ((axes[0], generated, "all generated rollouts"),
+                            (axes[1], g[g["trained"]], "trained rollouts")):
+        for name in order(part["strategy"].unique()):
+            mine = part[part["strategy"] == name]
+            share = mine.groupby("_key")["n"].sum() / mine["n"].sum()
+            ax.plot(share.index, share.values, marker="o", ms=2.5, color=color(name), label=name)
+        ax.set_title(title)
+        ax.set_xlabel(label)
+    axes[0].set_ylabel("share of rollouts")
+    _outside_legend(fig, axes[0], ncols=4)
+    return fig

@@ -91,6 +91,19 @@ def read_tables(root: Path, paths: list[Path]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def group_logs(root: Path, main: pd.DataFrame) -> pd.DataFrame | None:
+    """The per-group logs (groups.parquet) of the runs in ``main``, from the folders its tables
+    came from; None where there are none."""
+    parts = []
+    for source in main["_source"].unique():
+        path = Path(root) / source / "groups.parquet"
+        if path.is_file():
+            g = pd.read_parquet(path)
+            runs = main[main["_source"] == source][["strategy", "seed"]].drop_duplicates()
+            parts.append(g.merge(runs, on=["strategy", "seed"]))
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
 def read_trials(path: Path) -> tuple[pd.DataFrame, str | None]:
     """A trials CSV and the objective named in a best.toml beside it (None if absent)."""
     try:
@@ -416,6 +429,17 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
                   "pilot (screening) vs main/commit rollouts. Bottom: generation rounds (batched sampler "
                   f"calls, i.e. sequential latency) per step, error bars a {pct} t-interval over seeds.",
                   formats, lambda: F.budget_anatomy(main, level=level))
+            logs = group_logs(results, main)
+            if logs is None:
+                rep.skip("trained rollouts by difficulty", "no groups.parquet beside these tables "
+                         "(real runs write one; add --log-groups to a sim compare)")
+            else:
+                _draw(rep, "trained rollouts by difficulty", f"trained_by_difficulty__{tag}",
+                      "From the per-group log (groups.parquet): the share of each strategy's generated "
+                      "(left) and trained (right) rollouts by what the environment knew of the prompt when "
+                      "it was sampled (real: its arithmetic level; sim: its true pass rate, in bins). A "
+                      "strategy that screens shifts its trained rollouts toward prompts of middle difficulty.",
+                      formats, lambda: F.trained_by_difficulty(logs))
             abl = ablation_arms(t[(t["env"] == env) & (t["scenario"] == scenario)], main)
             if abl.empty:
                 rep.skip("pilot-fraction ablation", "the tables hold fewer than two values of "

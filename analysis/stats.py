@@ -7,7 +7,7 @@ Conventions (the figure captions repeat them):
   run are not independent and are never resampled.
 - Curves are averaged over seeds step by step (as ``allocbench.metrics.mean_curve``); bands
   are two-sided Student-t intervals of that mean over seeds.
-- "Rollouts to target" is read off the seed-mean curve (DESIGN.md); its interval comes from a
+- "Rollouts to target" is read off the seed-mean curve (allocbench.metrics); its interval comes from a
   percentile bootstrap that redraws seeds with replacement and recomputes the seed-mean
   curve. When every strategy has the same seeds they are redrawn jointly (paired by seed: in
   the simulator a seed fixes the prompt pool). Draws whose mean curve never reaches the target
@@ -207,7 +207,7 @@ def speedup_ci(table: pd.DataFrame, target: float, references=("grpo", "dapo"),
                column: str = "cum_rollouts", n_boot: int = N_BOOT, level: float = LEVEL,
                seed: int = 0) -> pd.DataFrame:
     """Speed-up of every strategy over each reference present: rollouts_ref / rollouts_strategy
-    to ``target`` on seed-mean curves (DESIGN.md), with its percentile-bootstrap interval over
+    to ``target`` on seed-mean curves (allocbench.metrics), with its percentile-bootstrap interval over
     seeds. Columns: strategy, reference, rollouts, ref_rollouts, speedup, low, high, valid
     (share of bootstrap draws in which both curves reach the target)."""
     point, boot = rollouts_to_target(table, target, column, n_boot, seed)

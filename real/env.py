@@ -220,11 +220,16 @@ def load_data(preset: P.Preset) -> tuple[list[Problem], list[Problem], list]:
     d = preset.data
     common = dict(question_field=d.question_field, answer_field=d.answer_field, skip_malformed=d.skip_malformed,
                   seed=d.seed, options=d.options)
-    if d.train == "arith" and eval_sources(preset) == ["arith"]:  # one draw, split: train and eval are disjoint
+    if d.train == "arith" and eval_sources(preset) == ["arith"]:
+        # the held-out set is its own draw, the same whatever the pool's size (so shipped
+        # weights warmed up without it stay clean); the pool is drawn apart and never holds it
         n_train, n_eval = d.train_size or 2000, d.eval_size or 200
-        problems, report = load_problems("arith", size=n_train + n_eval, seed=d.seed,
-                                         options={"levels": d.arith_levels, "template": d.arith_template})
-        return problems[:n_train], [replace(p, source="arith") for p in problems[n_train:]], [report]
+        options = {"levels": d.arith_levels, "template": d.arith_template}
+        held_out, report = load_problems("arith", size=n_eval, seed=d.seed + 1, options=options)
+        banned = {p.question for p in held_out}
+        pool, _ = load_problems("arith", size=n_train + n_eval, seed=d.seed, options=options)
+        pool = [p for p in pool if p.question not in banned][:n_train]
+        return pool, [replace(p, source="arith") for p in held_out], [report]
     options = {"levels": d.arith_levels, "template": d.arith_template}
     train, r1 = load_problems(d.train, split=d.train_split, size=d.train_size,
                               **{**common, "options": options if d.train == "arith" else d.options})
@@ -261,9 +266,12 @@ def make_env(scenario: str = "tiny-arith", seed: int = 0, **overrides) -> Enviro
     preset = P.get_preset(scenario, **overrides)
     world = RealWorld(preset, seed)
     pool = np.arange(len(world.train))
+    # what the data says of each prompt (the arith level; NaN where a dataset has none)
+    difficulty = np.array([np.nan if p.difficulty is None else p.difficulty for p in world.train])
     return Environment(
         name="real", scenario=preset.name, sampler=RealSampler(world), learner=RealLearner(world),
         evaluator=RealEvaluator(world), prompt_ids=pool, epoch_order=lambda rng: rng.permutation(pool),
         train_batch=preset.run.train_batch, group_size=preset.run.group_size,
         info={"steps": preset.run.steps, "eval_every": preset.run.eval_every, "world": world,
-              "preset": preset}, save=world.save, load=world.load)
+              "preset": preset}, save=world.save, load=world.load,
+        describe=lambda ids: {"difficulty": difficulty[np.asarray(ids)]})

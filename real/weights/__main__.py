@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +32,7 @@ def make(preset_name: str) -> Path:
     losses = supervised_warmup(model, tokenizer, cfg, warmup_problems(preset, held_out))
     path = FOLDER / f"{cfg.weights}.safetensors"
     save_model(model, str(path))
+    os.chmod(path, 0o644)
     entries = manifest()
     import torch
     import transformers
