@@ -23,7 +23,8 @@ def _one_run(kind: str, scenario: str, strategy: Strategy, config: RunConfig, lo
     except DataTooHard as e:
         # the run's rows up to the failing step are kept; the reason is reported
         table, problem = e.table, f"{strategy.name} seed {config.seed}: {e}"
-    return table, (log.table() if log is not None else None), problem
+    last = int(table["step"].max()) if len(table) else 0
+    return table, (log.table(through_step=last) if log is not None else None), problem
 
 
 def compare(scenario: str, strategies: list[Strategy], seeds: list[int], config: RunConfig,

@@ -101,12 +101,15 @@ class GroupLog:
         self._trained_step = np.concatenate([self._trained_step, np.full(len(ids), -1)])
         return rows
 
-    def table(self) -> pd.DataFrame:
-        """The rows, with the run's fixed columns (env, scenario, strategy, seed) first."""
+    def table(self, through_step: int | None = None) -> pd.DataFrame:
+        """The rows, with the run's fixed columns (env, scenario, strategy, seed) first; up to
+        ``through_step`` when given (a run that stopped mid-step keeps the rows of its table)."""
         if not self._chunks:
             return pd.DataFrame(columns=list(GROUP_COLUMNS))
         columns = {k: np.concatenate([c[k] for c in self._chunks]) for k in self._chunks[0]}
         out = pd.DataFrame({**self.fixed, **columns, "trained": self._trained_step >= 0,
                             "trained_step": self._trained_step})
         described = [c for c in out.columns if c.startswith("prompt_") and c != "prompt_id"]
+        if through_step is not None:
+            out = out[out["step"] <= through_step].reset_index(drop=True)
         return out[list(GROUP_COLUMNS) + described]

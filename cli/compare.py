@@ -201,15 +201,22 @@ def leaderboard_markdown(board) -> str:
             return f"{mean / scale:.{digits}f}{unit}"
         return f"{mean / scale:.{digits}f}{unit} ± {std / scale:.{digits}f}{unit}"
 
+    def unit(values, units) -> tuple[float, str]:
+        """The largest of ``units`` ((scale, suffix), ascending) not above the column's peak."""
+        top = max([v for v in values if v == v] or [0.0])
+        return max([u for u in units if u[0] <= top] or [units[0]], key=lambda u: u[0])
+
     lines = []
     for sc, rows in board.groupby("scenario", sort=False):
+        r_scale, r_unit = unit(rows["rollouts_to_target"], [(1, ""), (1e3, "k"), (1e6, "M")])
+        t_scale, t_unit = unit(rows["tokens_to_target"], [(1, ""), (1e3, "k"), (1e6, "M"), (1e9, "G")])
         lines += [f"### {sc} (target {rows['target'].iloc[0]:.3f}, {int(rows['seeds'].max())} seeds)", "",
                   "| strategy | rollouts to target | seeds reached | tokens to target | vs grpo | rounds / step | final acc | runs stopped early |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in rows.itertuples():
-            lines.append(f"| {r.strategy} | {pm(r.rollouts_to_target, r.rollouts_to_target_std, 1e6, 2, 'M')} "
+            lines.append(f"| {r.strategy} | {pm(r.rollouts_to_target, r.rollouts_to_target_std, r_scale, 2, r_unit)} "
                          f"| {r.seeds_reached}/{r.seeds} "
-                         f"| {pm(r.tokens_to_target, r.tokens_to_target_std, 1e9, 2, 'G')} "
+                         f"| {pm(r.tokens_to_target, r.tokens_to_target_std, t_scale, 2, t_unit)} "
                          f"| {pm(r.speedup_vs_grpo, r.speedup_vs_grpo_std, 1, 2, 'x')} "
                          f"| {pm(r.rounds_per_step, r.rounds_per_step_std)} "
                          f"| {pm(r.final_acc, r.final_acc_std, 1, 3)} | {r.runs_stopped} |")

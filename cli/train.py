@@ -2,7 +2,8 @@
 
     allocbench train --preset tiny-arith --strategy pilot_commit --seed 0 --steps 20 --out runs/pc0
 
-Writes DIR/runs.parquet (the tidy schema, env = real), DIR/preset.toml (the preset with every
+Writes DIR/runs.parquet (the tidy schema, env = real), DIR/groups.parquet (the per-group log),
+DIR/preset.toml (the preset with every
 override, loadable with --preset DIR/preset.toml) and DIR/checkpoint/ (the latest checkpoint;
 --resume continues from it after an interruption).
 """
@@ -22,7 +23,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="train one strategy with the real GRPO loop (torch, vLLM generation) on a preset",
         description="Run one strategy on one seed of a real preset (see --list-presets) and write "
-        "DIR/runs.parquet, DIR/preset.toml and DIR/checkpoint/.")
+        "DIR/runs.parquet, DIR/groups.parquet, DIR/preset.toml and DIR/checkpoint/.")
     p.add_argument("--preset", default=None, help="preset name or TOML file (see --list-presets)")
     p.add_argument("--strategy", default=None, help="strategy name (see `allocbench strategies`)")
     p.add_argument("--seed", type=int, default=0, help="run seed; default: 0")
@@ -67,7 +68,8 @@ def cmd_train(args) -> int:
     from allocbench.checkpoint import Checkpoint
     from allocbench.config import parse_assignments, strategy_params
     from allocbench.runner import RunConfig, run
-    from allocbench.schema import writable, write_atomic, write_table
+    from allocbench.groups import GroupLog
+    from allocbench.schema import writable, write_atomic, write_groups, write_table
     from allocbench.strategy import make_strategy
     from real.presets import get_preset, to_toml
 
@@ -100,7 +102,7 @@ def cmd_train(args) -> int:
     hint = "pass --force to start over" + (" or --resume to continue" if has_ckpt else "")
     if has_ckpt and not replace:
         raise ConfigError(f"would overwrite {ckpt_dir}; {hint}")
-    files = writable(out, ["runs.parquet", "preset.toml"] + (["runs.csv"] if args.csv else []),
+    files = writable(out, ["runs.parquet", "groups.parquet", "preset.toml"] + (["runs.csv"] if args.csv else []),
                      force=replace, hint=hint)
     if args.force and ckpt_dir.exists() and rank == 0:
         shutil.rmtree(ckpt_dir)
@@ -120,9 +122,10 @@ def cmd_train(args) -> int:
               file=sys.stderr)
         out.mkdir(parents=True, exist_ok=True)
     checkpoint = Checkpoint(ckpt_dir, every=args.checkpoint_every) if args.checkpoint_every else None
+    groups = GroupLog()  # a real run always keeps its per-group log (it is small)
     try:
         table = run(env, strategy, config, on_step=None if args.quiet else _progress(config.steps),
-                    checkpoint=checkpoint)
+                    checkpoint=checkpoint, groups=groups)
     except DataTooHard as e:  # as compare does: keep the rows up to the failing step, say why
         if e.table is None or len(e.table) == 0:
             raise
@@ -132,6 +135,7 @@ def cmd_train(args) -> int:
         return 0
     write_atomic(files["preset.toml"], lambda tmp: Path(tmp).write_text(to_toml(preset)))
     write_table(table, files["runs.parquet"])
+    write_groups(groups.table(through_step=int(table.step.max())), files["groups.parquet"], table)
     if args.csv:
         write_table(table, files["runs.csv"])
     evals = table.dropna(subset=["eval_acc"])

@@ -103,3 +103,15 @@ def test_check_groups_catches_a_log_that_does_not_add_up():
         check_groups(groups.iloc[1:], table)
     with pytest.raises(ValueError, match="unknown kinds"):
         check_groups(groups.assign(kind="other"))
+
+
+def test_a_run_that_stops_mid_step_keeps_the_log_of_its_rows():
+    # easy prompts: dapo's filter cannot fill a batch and stops at its round limit
+    env = make_env("easy", seed=0, **SMALL)
+    log = GroupLog()
+    with pytest.raises(ab.DataTooHard) as stop:
+        ab.run(env, ab.make_strategy("dapo", max_num_gen_batches=1), ab.RunConfig(steps=200, seed=0), groups=log)
+    table = stop.value.table
+    groups = log.table(through_step=int(table.step.max()))
+    check_groups(groups, table)
+    assert log.table().step.max() == table.step.max() + 1  # the failed step's rounds were logged

@@ -26,6 +26,8 @@ def test_train_writes_table_preset_and_checkpoint_and_resumes(tmp_path, capsys):
     table = read_table(out / "runs.parquet")
     assert table.step.tolist() == [0, 1, 2] and (table.env == "real").all()
     assert (out / "checkpoint" / "latest").exists() and (out / "preset.toml").exists()
+    groups = pd.read_parquet(out / "groups.parquet")
+    assert groups[groups.kind != "reused"].n.sum() == table.cum_rollouts.iloc[-1]
 
     code, _, err = train(capsys, "--preset", "tiny-arith", "--strategy", "grpo", "--steps", "2", "--out", str(out), *SMALL)
     assert code == 2 and "would overwrite" in err and "--resume" in err

@@ -24,7 +24,7 @@ def fixed_batch(env, n=4):
 
 
 def test_a_learner_step_lowers_the_loss_on_a_fixed_batch(small_overrides):
-    env = make_env("tiny-arith", seed=0, **small_overrides, **{"learner.lr": 1e-3})
+    env = make_env("tiny-arith", seed=0, **small_overrides, **{"learner.lr": 1e-4})
     w, rollouts, advantages = fixed_batch(env)
     before = w.learner.objective(rollouts, advantages)
     for _ in range(3):
