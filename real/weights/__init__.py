@@ -7,11 +7,11 @@ accuracy 0.354 on one machine, 0.464 on another). So the warmed-up weights are m
 and shipped: ``NAME.safetensors`` beside this file, its SHA-256 in ``manifest.json``, checked on
 every load.
 
-    python -m real.weights tiny-arith        # remake (45-100 s on CPU) and update the manifest
+    python -m real.weights tiny-arith        # remake (about 70 s on CPU) and update the manifest
 
-(``real/weights/__main__.py``) remakes the weights of a preset from its model and data sections (warm-up problems drawn as
-``real.env.warmup_problems`` draws them, the held-out set excluded) with the same code a run
-without shipped weights uses (``real.policy.supervised_warmup``).
+remakes a preset's weights (``real/weights/__main__.py``) from its model and data sections:
+warm-up problems drawn as ``real.env.warmup_problems`` draws them, the held-out set excluded,
+trained by the code a run without shipped weights uses (``real.policy.supervised_warmup``).
 """
 
 from __future__ import annotations
