@@ -19,12 +19,16 @@ from allocbench.errors import ConfigError
 from allocbench.protocols import Environment
 
 
+def check_k(k) -> None:
+    if not isinstance(k, int) or k <= 0:
+        raise ConfigError(f"--k must be a positive integer, got {k!r}")
+
+
 def probe(env: Environment, k: int, batch_prompts: int = 256,
           progress: Callable[[int], None] | None = None) -> pd.DataFrame:
     """Pass rates of every training prompt of ``env`` from ``k`` samples each; one sampler
     call (generation round) per ``batch_prompts`` prompts."""
-    if not isinstance(k, int) or k <= 0:
-        raise ConfigError(f"--k must be a positive integer, got {k!r}")
+    check_k(k)
     if batch_prompts <= 0:
         raise ConfigError(f"probe batch must be positive, got {batch_prompts}")
     ids = np.asarray(env.prompt_ids)

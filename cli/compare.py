@@ -275,7 +275,3 @@ def cmd_scenarios(args) -> int:
         print(f"{name}: {sc.description} (pool {sc.pool_size:,}, B={sc.train_batch}, n={sc.group_size}, "
               f"{sc.steps} steps)")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

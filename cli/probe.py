@@ -41,11 +41,10 @@ def cmd_probe(args) -> int:
 
     from allocbench.checkpoint import Checkpoint
     from allocbench.envs import make_env
-    from allocbench.probe import probe
+    from allocbench.probe import check_k, probe
     from allocbench.schema import writable, write_atomic
 
-    if args.k <= 0:
-        raise ConfigError(f"--k must be a positive integer, got {args.k}")
+    check_k(args.k)  # before any environment is built
     scenario = args.scenario
     env_state = None
     if args.run is not None:

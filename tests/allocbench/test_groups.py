@@ -1,7 +1,6 @@
 """The per-group log: its rollouts and tokens add up to the ledger's, for every strategy; kinds,
 rounds and the trained flag say what happened to each group; a resumed run logs the same."""
 
-import numpy as np
 import pandas as pd
 import pytest
 

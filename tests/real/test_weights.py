@@ -4,7 +4,6 @@ tensors, an altered file is refused, and the start matches the committed real re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("torch")
