@@ -584,3 +584,84 @@ def trained_by_difficulty(groups: pd.DataFrame, bins: int = 10) -> plt.Figure:
     axes[0].set_ylabel("share of rollouts")
     _outside_legend(fig, axes[0], ncols=4)
     return fig
+
+
+def _label_points(ax, names, xs, ys) -> None:
+    """One label per distinct point (the names of the strategies drawn there, joined); labels
+    of points on one row alternate above and below it so neighbours overlap less."""
+    points: dict[tuple[float, float], list[str]] = {}
+    for name, x, y in zip(names, xs, ys):
+        points.setdefault((round(float(x), 9), round(float(y), 9)), []).append(name)
+    row: dict[float, int] = {}
+    for (x, y), ns in sorted(points.items(), key=lambda p: (p[0][1], p[0][0])):
+        i = row[y] = row.get(y, -1) + 1
+        ax.annotate(", ".join(ns), (x, y), xytext=(4, 3 if i % 2 == 0 else -9), textcoords="offset points",
+                    fontsize=6.5)
+
+
+def sim_vs_real_speedups(validation: pd.DataFrame, agreement: dict) -> plt.Figure:
+    """``allocbench validate``'s figure from ``analysis.validate.validate``'s two results. Left:
+    each strategy's speed-up over the reference in the simulator (x) against the real one (y),
+    log-log, with the seed-bootstrap intervals as error bars and the diagonal (perfect
+    agreement); a strategy that never reaches a side's target is drawn hollow on that side's
+    "not reached" line at the axis edge. Right: its rank in the simulator against its rank in
+    the real runs (1 = fewest rollouts; the diagonal), titled with Kendall's tau and its interval."""
+    theme()
+    v = validation
+    if len(v) < 2:
+        raise NoData("sim-vs-real speed-ups: fewer than two strategies")
+    a = agreement
+    fig, (left, right) = plt.subplots(1, 2, figsize=(2 * COL, 0.9 * COL + 0.3), layout="constrained")
+
+    values = v[["sim_speedup", "sim_low", "sim_high", "real_speedup", "real_low", "real_high"]].to_numpy(float)
+    finite = values[np.isfinite(values) & (values > 0)]
+    lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (1.0, 1.0)
+    lo, hi = min(lo, 1.0) / 1.3, max(hi, 1.0) * 1.3
+    missing = not (np.isfinite(v["sim_speedup"]).all() and np.isfinite(v["real_speedup"]).all())
+    floor = lo / 1.25 if missing else lo
+    lim = (floor / 1.15 if missing else lo, hi)
+    left.plot(lim, lim, color="0.6", ls="--", lw=0.8, zorder=1)
+    xs, ys = [], []
+    for r in v.itertuples(index=False):
+        x = r.sim_speedup if np.isfinite(r.sim_speedup) else floor
+        y = r.real_speedup if np.isfinite(r.real_speedup) else floor
+        xs.append(x)
+        ys.append(y)
+        reached = np.isfinite(r.sim_speedup) and np.isfinite(r.real_speedup)
+        kw = {"color": color(r.strategy)}
+        xerr = ([[max(x - r.sim_low, 0)], [max(r.sim_high - x, 0)]]
+                if np.isfinite(r.sim_speedup) and np.isfinite(r.sim_low) else None)
+        yerr = ([[max(y - r.real_low, 0)], [max(r.real_high - y, 0)]]
+                if np.isfinite(r.real_speedup) and np.isfinite(r.real_low) else None)
+        if xerr is not None or yerr is not None:
+            left.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor=kw["color"], elinewidth=0.9,
+                          capsize=1.5, zorder=2)
+        left.scatter(x, y, s=30, zorder=3, facecolors=kw["color"] if reached else "white",
+                     edgecolors=kw["color"], linewidths=1.2)
+    _label_points(left, v["strategy"], xs, ys)
+    if missing:
+        for line in (left.axvline, left.axhline):
+            line(floor, color="0.75", lw=0.6, ls=":", zorder=0)
+        left.annotate("not reached", (floor, lim[1]), xytext=(2, -2), textcoords="offset points",
+                      fontsize=6, color="0.45", rotation=90, va="top", ha="left")
+    left.set(xscale="log", yscale="log", xlim=lim, ylim=lim, aspect="equal",
+             xlabel=f"simulated speed-up over {a['reference']} (×)",
+             ylabel=f"real speed-up over {a['reference']} (×)")
+    for axis in (left.xaxis, left.yaxis):
+        axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda t, _: f"{t:g}"))
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    left.set_title(f"rollouts of {a['reference']} / rollouts of the strategy", fontsize=8)
+
+    k = len(v)
+    right.plot([0.5, k + 0.5], [0.5, k + 0.5], color="0.6", ls="--", lw=0.8, zorder=1)
+    for r in v.itertuples(index=False):
+        right.scatter(r.sim_rank, r.real_rank, s=30, color=color(r.strategy), zorder=3)
+    _label_points(right, v["strategy"], v["sim_rank"], v["real_rank"])
+    right.set(xlim=(0.5, k + 0.5), ylim=(k + 0.5, 0.5), xticks=range(1, k + 1), yticks=range(1, k + 1),
+              aspect="equal", xlabel="rank in the simulator", ylabel="rank in the real runs")
+    ci = f"[{a['low']:.2f}, {a['high']:.2f}]" if np.isfinite(a["low"]) else "n/a"
+    right.set_title(f"Kendall τ = {a['tau']:.2f}, {a['level']:.0%} CI {ci}", fontsize=8)
+    fig.suptitle(f"sim: {a['sim_scenario']} (target {a['sim_target']:.3f})  vs  real: {a['real_scenario']} "
+                 f"(target {a['real_target']:.3f})", fontsize=8.5)
+    return fig

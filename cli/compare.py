@@ -48,7 +48,8 @@ def add_parser(sub) -> None:
                        description="Run each strategy on each seed and write DIR/runs.parquet (one row per run "
                        "x step), DIR/accuracy_vs_rollouts.png and DIR/speedup.csv (rollouts to the target "
                        "accuracy and speed-ups against grpo and dapo).")
-    p.add_argument("--scenario", default="default", help="scenario name (see `allocbench scenarios`); default: default")
+    p.add_argument("--scenario", default="default",
+                   help="scenario name (see `allocbench scenarios`) or a scenario TOML file; default: default")
     p.add_argument("--out", type=Path, required=True, help="output folder (created with its parents)")
     p.set_defaults(func=cmd_compare)
 
@@ -57,14 +58,18 @@ def add_parser(sub) -> None:
                        description="Run `compare` on each scenario into DIR/<scenario>/, then write "
                        "DIR/leaderboard.csv and DIR/leaderboard.md (rollouts and tokens to target, rounds "
                        "per step, final accuracy, each with its spread over seeds). Strategies default to all.")
-    p.add_argument("--scenarios", default="all", help="comma-separated scenario names, or 'all' (default)")
+    p.add_argument("--scenarios", default="all",
+                   help="comma-separated scenario names or TOML files, or 'all' (default): the built-in ones")
     p.add_argument("--out", type=Path, default=Path("results/leaderboard"),
                    help="output folder; default: results/leaderboard")
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("strategies", help="list strategies with their hyper-parameters and defaults")
     p.set_defaults(func=cmd_strategies)
-    p = sub.add_parser("scenarios", help="list simulator scenarios")
+    p = sub.add_parser("scenarios", help="list simulator scenarios, or print one as TOML",
+                       description="List the simulator's built-in scenarios, or print one (--show) as a TOML "
+                       "file that --scenario FILE reads back: copy it, change fields, run it.")
+    p.add_argument("--show", metavar="NAME", help="print scenario NAME (or a scenario TOML file, checked) as TOML")
     p.set_defaults(func=cmd_scenarios)
 
 
@@ -169,20 +174,23 @@ def cmd_leaderboard(args) -> int:
 
     strategies = parse_strategies(args, "all")
     scenarios = scenario_names(args.env) if args.scenarios == "all" else args.scenarios.split(",")
-    configs = {}
+    configs, names = {}, {}
     for sc in scenarios:
         env = make_env(args.env, sc, seed=0)
-        configs[sc] = run_config(args, env)
+        configs[sc], names[sc] = run_config(args, env), env.scenario
         check_shapes(strategies, env, configs[sc])
+    if len(set(names.values())) < len(names):
+        raise ConfigError(f"--scenarios: two scenarios share a name ({', '.join(names.values())}); "
+                          "each writes DIR/<name>/")
     board = writable(args.out, ["leaderboard.csv", "leaderboard.md"], args.force)
     args.out.mkdir(parents=True, exist_ok=True)
-    paths = {sc: output_paths(args.out / sc, args) for sc in scenarios}
+    paths = {sc: output_paths(args.out / names[sc], args) for sc in scenarios}
     rows = []
     for sc in scenarios:
         table, groups = compare(sc, strategies, list(range(args.seeds)), configs[sc], kind=args.env,
                                 jobs=args.jobs, progress=not args.quiet, log_groups=log_groups(args))
         speedups = write_results(paths[sc], table, groups, args.target)
-        rows.append(speedups.assign(scenario=sc))
+        rows.append(speedups.assign(scenario=names[sc]))
     import pandas as pd
 
     leaderboard = pd.concat(rows, ignore_index=True)
@@ -268,8 +276,11 @@ def valid_values(meta) -> str:
 
 
 def cmd_scenarios(args) -> int:
-    from sim.scenarios import get_scenario, scenario_names
+    from sim.scenarios import get_scenario, scenario_names, to_toml
 
+    if args.show:
+        print(to_toml(get_scenario(args.show)), end="")
+        return 0
     for name in scenario_names():
         sc = get_scenario(name)
         print(f"{name}: {sc.description} (pool {sc.pool_size:,}, B={sc.train_batch}, n={sc.group_size}, "

@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
         "DIR/best.toml (for `allocbench compare --config`), DIR/trials.csv and DIR/*.png, "
         "DIR = results/tune/STUDY unless --out.")
     p.add_argument("--strategy", required=True, help="strategy to tune (see `allocbench strategies`)")
-    p.add_argument("--scenario", default="default", help="scenario to tune on; default: default")
+    p.add_argument("--scenario", default="default", help="scenario name or TOML file to tune on; default: default")
     p.add_argument("--trials", type=int, default=50,
                    help="finished (complete or pruned) trials the study should hold, all workers "
                    "together; default: 50")
@@ -101,7 +101,8 @@ def _cmd_tune(args) -> int:
         raise ConfigError(f"--trials must be >= 0, got {args.trials}")
     if args.n_jobs <= 0:
         raise ConfigError(f"--n-jobs must be positive, got {args.n_jobs}")
-    study_name = args.study or f"{config.strategy}-{config.scenario}-{config.objective}"
+    scenario_name = config.make_env(0).scenario  # a scenario file's own name; a bad one fails here
+    study_name = args.study or f"{config.strategy}-{scenario_name}-{config.objective}"
     tune.check_study_name(study_name)
     eval_scenarios = [s.strip() for s in args.eval_scenarios.split(",") if s.strip()]
     for s in eval_scenarios:

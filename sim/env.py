@@ -1,15 +1,49 @@
 """The simulated environment: a pool of prompts whose pass rates evolve under training.
 
-Model. Prompt i has a logit ``b_i + a_i . c(s)``: an offset ``b_i`` (its difficulty), loadings
-``a_i >= 0`` on ``n_skills`` latent skills, and the shared skill vector ``s`` passed through
-``c(s) = cap * tanh(s / cap)`` so skill saturates. Its pass rate is the sigmoid of the logit.
-A GRPO step on groups g with n_g rollouts and reward std sigma_g moves ``s`` along
-``sum_g n_g sigma_g a_g / N`` (the group-normalised advantage summed against d log p / d logit is
-n_g sigma_g: zero for all-0 or all-1 groups, largest at p = 1/2; N, the number of samples in
-the batch, dilutes it as a token-mean loss does), times the chain rule through c, plus noise.
-Training on one prompt moves every prompt that shares its skills. The held-out eval set is
-drawn from the same distribution and scored as expected pass@1. Rollout lengths are
+Prompts. Prompt i has a logit ``b_i + a_i . c(s) - drift * mean(u^2)``: an offset ``b_i`` (its
+difficulty), loadings ``a_i >= 0`` on ``n_skills`` latent skills (Dirichlet-distributed, summing
+to ``loading_scale`` times a log-normal factor of spread ``loading_spread``: how learnable the
+prompt is), the shared skill vector ``s``
+passed through ``c(s) = cap * tanh(s / cap)`` so skill saturates, and ``u``, the policy's
+displacement along ``nuisance_dims`` directions no skill uses. Its pass rate is the sigmoid of
+the logit. Training on one prompt moves every prompt that shares its skills. The held-out eval
+set is drawn from the same distribution and scored as expected pass@1. Rollout lengths are
 log-normal, longer when wrong, capped at ``max_tokens``.
+
+Gradient. The policy's parameters are ``theta = (s, u)``. A GRPO step on groups g with n_g
+rollouts, mean reward m_g and reward std sigma_g = sqrt(m_g (1 - m_g)) has the signal
+
+    G = sum_g n_g sigma_g d logit_g / d theta / N
+
+(the group-normalised advantage summed against d log p / d logit is n_g sigma_g: zero for all-0
+or all-1 groups, largest at m = 1/2; N, the rollouts in the batch, divides as a token-mean
+loss does). For ``s`` that is ``a_g`` times the chain rule through c; for ``u`` it is the pull
+back towards 0, ``-2 drift u / nuisance_dims``, the same for every prompt. Every rollout also
+carries noise: rollout j contributes A_j (its advantage) times a random direction whose
+squared norm has mean ``sigma_1^2``, so the step's noise has covariance
+``sigma_1^2 (sum_j A_j^2) / N^2`` spread evenly over the ``n_skills + nuisance_dims``
+coordinates. With normalised advantages sum_j A_j^2 is the number of informative rollouts I
+(those of groups with sigma_g > 0; collapsed groups bring neither signal nor noise), so a
+step's signal-to-noise ratio grows like sqrt(I). ``sigma_1^2`` is set from the scenario's
+``noise_scale`` B: it makes B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018, per rollout)
+equal B for the initial policy on uniformly drawn groups of the baseline's n. Each update
+reports its own B_simple (``noise_trace / noise_grad_sq``, the same columns as the real
+learner's) and its informative samples.
+
+Optimizer. ``sgd``: theta += lr * g, so a step shrinks as zero-variance groups dilute it.
+``adam`` (the default; every real recipe uses AdamW): running first and second moments with
+``adam_beta1``, ``adam_beta2`` and bias correction, theta += lr * m / (sqrt(v) + eps). Per
+coordinate, when the signal dominates the step saturates near lr whatever the batch (extra
+samples buy nothing: cheap steps win); when noise dominates it scales with the signal-to-noise
+ratio (extra informative samples pay: screening's bet).
+
+Why noisy steps cost something. The noise moves the policy too. Along the skills it is a random
+walk that tanh's curvature turns into a loss near the cap; along the nuisance directions,
+which every prompt's logit pays for through ``drift * mean(u^2)``, it is a random walk held
+back only by the signal's pull towards 0. Under Adam that pull, in units of the noise, grows
+like sqrt(I): runs whose steps carry few informative rollouts (late GRPO, when most groups have
+collapsed) settle at a larger displacement, so they plateau lower or turn down, while cleaner
+batches (screened groups) hold a higher plateau. ``drift = 0`` removes the mechanism.
 
 Everything is vectorised numpy over prompts and rollouts; a seed fixes the pool, the eval set,
 every reward and length drawn and every update's noise.
@@ -24,12 +58,16 @@ from typing import Mapping
 import numpy as np
 
 from allocbench.metrics import solved_shares
-from allocbench.protocols import Environment, Outcome
+from allocbench.protocols import Environment, Outcome, group_means
 from sim.scenarios import Scenario, get_scenario
+
+ADAM_EPS = 1e-8
+REFERENCE_PROMPTS = 4_096  # prompts of the pool that set the noise scale's reference signal
 
 
 class SimWorld:
-    """The state the sampler, learner and evaluator share: prompts and the skill vector."""
+    """The state the sampler, learner and evaluator share: prompts, the parameters (skills and
+    nuisance displacement) and the optimizer's moments."""
 
     def __init__(self, sc: Scenario, seed: int):
         pool_rng, self.rollout_rng, self.update_rng = (
@@ -41,25 +79,78 @@ class SimWorld:
         self.offset = pool_rng.normal(means[component], stds[component])
         self.loading = sc.loading_scale * pool_rng.dirichlet(
             np.full(sc.n_skills, sc.loading_concentration), size=total)
-        self.skill = np.zeros(sc.n_skills)
+        if sc.loading_spread > 0:  # drawn only when used, so other scenarios keep their pools
+            spread = sc.loading_spread
+            self.loading *= np.exp(spread * pool_rng.standard_normal(total) - spread**2 / 2)[:, None]
+        dims = sc.n_skills + sc.nuisance_dims
+        self.params = np.zeros(dims)  # (skills, nuisance displacement)
+        self.moment1, self.moment2, self.optimizer_steps = np.zeros(dims), np.zeros(dims), 0
         self.eval_ids = np.arange(sc.pool_size, total)
         self.drawn = 0  # rollouts sampled so far: the next rollout's id
+        self.noise_var = sc.noise_scale * self._reference_signal()  # sigma_1^2: one rollout's noise
+
+    @property
+    def skill(self) -> np.ndarray:
+        return self.params[:self.sc.n_skills]
+
+    @property
+    def nuisance(self) -> np.ndarray:
+        return self.params[self.sc.n_skills:]
+
+    def _reference_signal(self) -> float:
+        """|G|^2 / f of the initial policy on uniformly drawn groups of the baseline's n: G the
+        expected per-rollout signal, f the expected share of informative rollouts. With
+        sigma_1^2 = B |G|^2 / f, B_simple = sigma_1^2 f / |G|^2 = B at the start."""
+        ids = np.arange(min(self.sc.pool_size, REFERENCE_PROMPTS))
+        p, n = self.pass_rate(ids), self.sc.group_size
+        k = np.arange(n + 1)
+        # the group's reward std sqrt(m (1 - m)), m ~ Binomial(n, p) / n, in expectation
+        log_pmf = (_log_choose(n, k) + k * np.log(np.clip(p[:, None], 1e-300, 1))
+                   + (n - k) * np.log(np.clip(1 - p[:, None], 1e-300, 1)))
+        expected_std = np.exp(log_pmf) @ np.sqrt(k / n * (1 - k / n))
+        informative_share = float(np.mean(1 - p**n - (1 - p) ** n))
+        signal = expected_std @ self.loading[ids] / len(ids)  # chain rule = 1 at skill 0
+        return float(signal @ signal) / max(informative_share, 1e-12)
 
     def save(self, folder: Path) -> None:
-        state = dict(skill=self.skill, rollout_rng=self.rollout_rng.bit_generator.state,
+        state = dict(params=self.params, moment1=self.moment1, moment2=self.moment2,
+                     optimizer_steps=self.optimizer_steps, rollout_rng=self.rollout_rng.bit_generator.state,
                      update_rng=self.update_rng.bit_generator.state, drawn=self.drawn)
         (folder / "world.pkl").write_bytes(pickle.dumps(state))
 
     def load(self, folder: Path) -> None:
         state = pickle.loads((folder / "world.pkl").read_bytes())
-        self.skill = state["skill"]
+        if "params" not in state:
+            raise ValueError(f"{folder}: a checkpoint of an older simulator (no optimizer state); start the run again")
+        self.params, self.moment1, self.moment2 = state["params"], state["moment1"], state["moment2"]
+        self.optimizer_steps, self.drawn = state["optimizer_steps"], state["drawn"]
         self.rollout_rng.bit_generator.state = state["rollout_rng"]
         self.update_rng.bit_generator.state = state["update_rng"]
-        self.drawn = state.get("drawn", 0)
 
     def pass_rate(self, ids: np.ndarray) -> np.ndarray:
-        capped = self.sc.skill_cap * np.tanh(self.skill / self.sc.skill_cap)
-        return 1.0 / (1.0 + np.exp(-(self.offset[ids] + self.loading[ids] @ capped)))
+        sc = self.sc
+        capped = sc.skill_cap * np.tanh(self.skill / sc.skill_cap)
+        drift = sc.drift * float(np.mean(self.nuisance**2)) if sc.nuisance_dims else 0.0
+        return 1.0 / (1.0 + np.exp(-(self.offset[ids] + self.loading[ids] @ capped - drift)))
+
+    def step(self, gradient: np.ndarray) -> None:
+        """One optimizer step up the (noisy) gradient."""
+        sc = self.sc
+        if sc.optimizer == "sgd":
+            self.params += sc.lr * gradient
+            return
+        self.optimizer_steps += 1
+        t, b1, b2 = self.optimizer_steps, sc.adam_beta1, sc.adam_beta2
+        self.moment1 = b1 * self.moment1 + (1 - b1) * gradient
+        self.moment2 = b2 * self.moment2 + (1 - b2) * gradient**2
+        mean, square = self.moment1 / (1 - b1**t), self.moment2 / (1 - b2**t)
+        self.params += sc.lr * mean / (np.sqrt(square) + ADAM_EPS)
+
+
+def _log_choose(n: int, k: np.ndarray) -> np.ndarray:
+    from math import lgamma
+
+    return lgamma(n + 1) - np.array([lgamma(x + 1) + lgamma(n - x + 1) for x in k])
 
 
 class SimSampler:
@@ -94,16 +185,29 @@ class SimLearner:
     def update(self, groups: list[Outcome]) -> dict:
         w, sc = self.world, self.world.sc
         if not groups:
-            return {"signal": 0.0}
+            return {"signal": 0.0, "informative_samples": 0, "zero_adv_share": float("nan")}
         ids = np.fromiter((g.prompt_id for g in groups), dtype=np.int64, count=len(groups))
-        n = np.fromiter((g.n for g in groups), dtype=np.int64, count=len(groups))
-        mean = np.add.reduceat(np.concatenate([g.rewards for g in groups]), np.cumsum(n) - n) / n
-        weight = n * np.sqrt(mean * (1 - mean)) / n.sum()
-        direction = weight @ w.loading[ids]
+        n, mean = group_means(groups)
+        total = int(n.sum())
+        std = np.sqrt(mean * (1 - mean))
+        informative = int(n[std > 0].sum())  # = sum of squared normalised advantages
+        # per-rollout signal of each group along (skills, nuisance directions)
         chain = 1.0 / np.cosh(w.skill / sc.skill_cap) ** 2
-        noise = sc.noise * w.update_rng.standard_normal(sc.n_skills) / np.sqrt(len(groups))
-        w.skill += sc.lr * (direction * chain + noise)
-        return {"signal": float(weight.sum())}
+        pull = -2.0 * sc.drift * w.nuisance / max(sc.nuisance_dims, 1)
+        per_rollout = std[:, None] * w.loading[ids] * chain  # the skills' part; the nuisance's is std * pull
+        mass = float(n @ std)
+        summed = np.concatenate([n @ per_rollout, mass * pull])
+        noise_std = np.sqrt(w.noise_var * informative / len(w.params)) / total
+        w.step(summed / total + noise_std * w.update_rng.standard_normal(len(w.params)))
+        # |E g|^2 without the batch's own sampling spread (the estimator the real learner uses,
+        # over groups: the cross terms of the sum), and the noise's trace per rollout
+        pairs = total**2 - float(n @ n)
+        own = float((n**2) @ (per_rollout**2).sum(axis=1)) + float((n * std) @ (n * std)) * float(pull @ pull)
+        grad_sq = (float(summed @ summed) - own) / pairs if pairs > 0 else float("nan")
+        trace = w.noise_var * informative / total
+        return {"signal": mass / total, "noise_grad_sq": grad_sq, "noise_trace": trace,
+                "noise_scale": trace / grad_sq if grad_sq else float("nan"),
+                "informative_samples": informative, "zero_adv_share": 1 - informative / total}
 
 
 class SimEvaluator:
@@ -115,8 +219,9 @@ class SimEvaluator:
         return {"eval_acc": float(p.mean()), **solved_shares(p)}
 
 
-def make_env(scenario: str = "default", seed: int = 0, **overrides) -> Environment:
-    """A fresh simulated environment; ``overrides`` replace scenario parameters."""
+def make_env(scenario: str | Scenario = "default", seed: int = 0, **overrides) -> Environment:
+    """A fresh simulated environment; ``scenario`` a name, a scenario TOML file or a
+    ``Scenario``; ``overrides`` replace scenario fields."""
     sc = get_scenario(scenario, **overrides)
     world = SimWorld(sc, seed)
     pool = np.arange(sc.pool_size)

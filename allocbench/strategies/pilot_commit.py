@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from allocbench.protocols import Outcome
+from allocbench.protocols import Outcome, group_means
 from allocbench.strategy import StepContext, Strategy, guard_rounds, hyper, register
 
 
@@ -83,7 +83,7 @@ class PilotCommit(Strategy):
             batch += [buffer.pop(i)[0].merge(outcomes[i]) for i in committed]
 
             pilots = [outcomes[int(i)] for i in fresh]
-            accuracy = np.array([o.mean for o in pilots])
+            accuracy = group_means(pilots)[1]
             for o in np.array(pilots, dtype=object)[self.keep(accuracy)]:
                 buffer[o.prompt_id] = (o, ctx.step)
             ctx.candidates.exclude(fresh[accuracy >= self.evict_threshold])

@@ -26,7 +26,7 @@ from allocbench.strategy import make_strategy, strategy_class, strategy_names  #
 from cli import main  # noqa: E402
 
 # a tiny scenario: a run takes ~20 ms, a trial of 2 seeds well under a second
-TINY = (("pool_size", 800), ("eval_size", 200), ("train_batch", 8), ("group_size", 8), ("lr", 0.6))
+TINY = (("pool_size", 800), ("eval_size", 200), ("train_batch", 8), ("group_size", 8), ("lr", 0.05))
 CONFIG = tune.TuneConfig("pilot_commit", seeds=2, steps=30, eval_every=5, overrides=TINY)
 TINY_ARGS = ["--strategy", "pilot_commit", "--seeds", "2", "--steps", "30", "--eval-every", "5",
              *[a for k, v in TINY for a in ("--scenario-set", f"{k}={v}")]]

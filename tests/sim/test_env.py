@@ -31,7 +31,7 @@ def test_rewards_follow_pass_rates_and_wrong_answers_are_longer():
 
 
 def test_zero_variance_groups_do_not_move_the_skill():
-    env = make_env("default", seed=0, noise=0.0)
+    env = make_env("default", seed=0, noise_scale=0.0)
     world = env.info["world"]
     skill = world.skill.copy()
     flat = [Outcome(i, np.ones(8), np.ones(8)) for i in range(5)] + [Outcome(9, np.zeros(8), np.ones(8))]
@@ -44,7 +44,7 @@ def test_zero_variance_groups_do_not_move_the_skill():
 def test_signal_is_diluted_by_the_samples_in_the_batch():
     mixed = Outcome(3, np.r_[np.ones(4), np.zeros(4)], np.ones(8))
     flat = Outcome(4, np.ones(8), np.ones(8))
-    a, b = make_env("default", seed=0, noise=0.0), make_env("default", seed=0, noise=0.0)
+    a, b = make_env("default", seed=0, noise_scale=0.0), make_env("default", seed=0, noise_scale=0.0)
     signal_alone = a.learner.update([mixed])["signal"]
     signal_diluted = b.learner.update([mixed, flat])["signal"]
     assert signal_diluted == pytest.approx(signal_alone / 2)

@@ -1,0 +1,207 @@
+"""Sim-vs-real validation: how well the simulator's ranking of strategies agrees with a real
+leaderboard's (``allocbench validate``).
+
+Each side (one simulated table, one real table, each of one scenario) is read at its own
+target: by default the peak of the reference strategy's (grpo's) seed-mean accuracy curve on
+that side. Over the strategies both sides hold:
+
+- Kendall's tau-b between the two rankings by rollouts to target (never reached = worst), with
+  a percentile-bootstrap interval that redraws the seeds of each side independently
+  (``analysis.stats.rank_agreement``);
+- per strategy, its speed-up over the reference on each side (rollouts_ref / rollouts_strategy
+  at that side's target, ``analysis.stats.speedup_ci``) with its bootstrap interval, its rank on
+  each side (1 = fewest rollouts; ties share the average rank) and how many of its seeds'
+  own curves reached the target (``allocbench.metrics.rollouts_to_target``).
+
+The speed-up intervals use the same bootstrap seeds as the rank agreement (``seed`` for the
+simulated side, ``seed + 1`` for the real side), hence the same redrawn seed sets.
+
+Functions from tables to tables and dicts; reading folders and writing files is the CLI's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from allocbench import metrics
+from allocbench.errors import ConfigError
+from analysis import stats
+
+# one row per strategy (validate.csv)
+COLUMNS = ["strategy", "reference",
+           "sim_rollouts", "sim_speedup", "sim_low", "sim_high", "sim_valid", "sim_rank",
+           "sim_seeds_reached", "sim_seeds",
+           "real_rollouts", "real_speedup", "real_low", "real_high", "real_valid", "real_rank",
+           "real_seeds_reached", "real_seeds"]
+# one row (agreement.csv)
+AGREEMENT_COLUMNS = ["sim_scenario", "real_scenario", "reference", "n_strategies", "strategies",
+                     "tau", "low", "high", "valid", "sim_target", "real_target", "n_boot", "level", "seed"]
+SIDES = ("sim", "real")
+
+
+def scenario_of(table: pd.DataFrame, side: str) -> str:
+    """The one scenario a side's table holds; ConfigError when it holds none or several."""
+    if table.empty:
+        raise ConfigError(f"the {side} table has no rows")
+    found = list(pd.unique(table["scenario"]))
+    if len(found) != 1:
+        raise ConfigError(f"the {side} table holds several scenarios ({', '.join(map(str, found))}); "
+                          "select one")
+    return str(found[0])
+
+
+def common_strategies(sim: pd.DataFrame, real: pd.DataFrame, reference: str = "grpo") -> list[str]:
+    """The strategies both tables hold, in the simulated table's order, after checking that the
+    reference is on both sides and that at least two strategies are common (ConfigError)."""
+    names = {side: list(pd.unique(t["strategy"])) for side, t in zip(SIDES, (sim, real))}
+    for side in SIDES:
+        if reference not in names[side]:
+            raise ConfigError(f"reference strategy {reference!r} is not in the {side} table "
+                              f"(it has {', '.join(names[side])}); choose another reference")
+    common = [s for s in names["sim"] if s in set(names["real"])]
+    if len(common) < 2:
+        raise ConfigError(f"{len(common)} {'strategy' if len(common) == 1 else 'strategies'} in both tables "
+                          f"({', '.join(common) or 'none'}; sim has "
+                          f"{', '.join(names['sim'])}; real has {', '.join(names['real'])}): "
+                          "at least two are needed to compare rankings")
+    return common
+
+
+def side_target(table: pd.DataFrame, reference: str = "grpo", target: float | None = None,
+                side: str = "sim") -> float:
+    """``target`` when given, else the peak of ``reference``'s seed-mean eval_acc curve."""
+    if target is not None:
+        return float(target)
+    try:
+        value = metrics.default_target(table, reference)
+    except ValueError as err:
+        raise ConfigError(f"{side} table: {err}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{side} table: {reference} has no evaluated accuracy to take the target from")
+    return value
+
+
+def seeds_reached(table: pd.DataFrame, target: float) -> dict[str, tuple[int, int]]:
+    """Per strategy: (seeds whose own curve reaches ``target``, seeds)."""
+    out = {}
+    for name, c in stats.seed_curves(table).items():
+        per_seed = metrics.rollouts_to_target(c.acc, c.x, target)
+        out[name] = (int(np.isfinite(per_seed).sum()), len(c.seeds))
+    return out
+
+
+def _speedups(table: pd.DataFrame, target: float, reference: str, n_boot: int, level: float,
+              seed: int) -> dict[str, dict]:
+    """Per strategy (the reference included, at 1x): rollouts, speedup, low, high, valid."""
+    sp = stats.speedup_ci(table, target, references=(reference,), n_boot=n_boot, level=level, seed=seed)
+    out = {r.strategy: {"rollouts": r.rollouts, "speedup": r.speedup, "low": r.low, "high": r.high,
+                        "valid": r.valid} for r in sp.itertuples(index=False)}
+    ref_rollouts = float(sp["ref_rollouts"].iloc[0])
+    one = 1.0 if math.isfinite(ref_rollouts) else math.nan
+    out[reference] = {"rollouts": ref_rollouts, "speedup": one, "low": one, "high": one, "valid": math.nan}
+    return out
+
+
+def validate(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float | None = None,
+             real_target: float | None = None, reference: str = "grpo", n_boot: int = stats.N_BOOT,
+             level: float = stats.LEVEL, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """(validation table, agreement) of a simulated and a real results table (one scenario
+    each), every value at each side's own target (default: the reference's peak seed-mean
+    accuracy on that side).
+
+    The table has one row per strategy both sides hold (``COLUMNS``), ordered by real rank then
+    simulated rank: rollouts to target on the seed-mean curve, speed-up over the reference with
+    its percentile-bootstrap interval and the share of draws where both reached the target
+    (``valid``; NaN for the reference itself), rank, and seeds reached / seeds, per side.
+
+    The agreement is a dict with ``AGREEMENT_COLUMNS`` keys (``strategies`` a list): Kendall's
+    tau-b of the two rankings, its interval (``low``, ``high``) and the share of bootstrap draws
+    where tau is defined (``valid``). Bad input raises ConfigError with the reason."""
+    if n_boot < 1:
+        raise ConfigError(f"n_boot must be a positive integer, got {n_boot}")
+    scenarios = {side: scenario_of(t, side) for side, t in zip(SIDES, (sim, real))}
+    common = common_strategies(sim, real, reference)
+    targets = {"sim": side_target(sim, reference, sim_target, "sim"),
+               "real": side_target(real, reference, real_target, "real")}
+    parts = {"sim": sim[sim["strategy"].isin(common)], "real": real[real["strategy"].isin(common)]}
+    seeds = {"sim": seed, "real": seed + 1}  # the seeds stats.rank_agreement draws each side with
+    try:
+        agree = stats.rank_agreement(parts["sim"], parts["real"], targets["sim"], targets["real"],
+                                     n_boot=n_boot, level=level, seed=seed)
+        speed = {side: _speedups(parts[side], targets[side], reference, n_boot, level, seeds[side])
+                 for side in SIDES}
+    except ConfigError:
+        raise
+    except ValueError as err:  # e.g. a table that mixes hyper-parameter settings
+        raise ConfigError(str(err)) from None
+    reached = {side: seeds_reached(parts[side], targets[side]) for side in SIDES}
+    rank = {side: dict(zip(agree["strategies"], agree[f"{side}_rank"])) for side in SIDES}
+    rows = []
+    for name in common:
+        row = {"strategy": name, "reference": reference}
+        for side in SIDES:
+            s = speed[side][name]
+            row.update({f"{side}_rollouts": s["rollouts"], f"{side}_speedup": s["speedup"],
+                        f"{side}_low": s["low"], f"{side}_high": s["high"], f"{side}_valid": s["valid"],
+                        f"{side}_rank": float(rank[side][name]),
+                        f"{side}_seeds_reached": reached[side][name][0],
+                        f"{side}_seeds": reached[side][name][1]})
+        rows.append(row)
+    table = (pd.DataFrame(rows, columns=COLUMNS)
+             .sort_values(["real_rank", "sim_rank", "strategy"], kind="stable").reset_index(drop=True))
+    agreement = {"sim_scenario": scenarios["sim"], "real_scenario": scenarios["real"],
+                 "reference": reference, "n_strategies": len(common), "strategies": list(agree["strategies"]),
+                 "tau": float(agree["tau"]), "low": float(agree["low"]), "high": float(agree["high"]),
+                 "valid": float(agree["valid"]), "sim_target": targets["sim"], "real_target": targets["real"],
+                 "n_boot": int(n_boot), "level": float(level), "seed": int(seed)}
+    return table, agreement
+
+
+def agreement_table(agreement: dict) -> pd.DataFrame:
+    """The agreement as a one-row table (``AGREEMENT_COLUMNS``; strategies joined by spaces)."""
+    row = {k: agreement[k] for k in AGREEMENT_COLUMNS}
+    row["strategies"] = " ".join(agreement["strategies"])
+    return pd.DataFrame([row], columns=AGREEMENT_COLUMNS)
+
+
+def _speedup_text(value: float, low: float, high: float) -> str:
+    if not math.isfinite(value):
+        return "not reached"
+    ci = f"[{low:.2f}, {high:.2f}]" if math.isfinite(low) and math.isfinite(high) else "[n/a]"
+    return f"{value:.2f}x {ci}"
+
+
+def _rank_text(value: float) -> str:
+    return f"{value:g}"
+
+
+def tau_line(agreement: dict) -> str:
+    """'Kendall tau = 0.xx [lo, hi] over N strategies'."""
+    a = agreement
+    return f"Kendall tau = {a['tau']:.2f} [{a['low']:.2f}, {a['high']:.2f}] over {a['n_strategies']} strategies"
+
+
+def render(table: pd.DataFrame, agreement: dict) -> str:
+    """The validation as readable text: a header, one line per strategy and the tau line."""
+    a = agreement
+    head = ["strategy", "sim speed-up", "real speed-up", "sim rank", "real rank", "sim seeds", "real seeds"]
+    lines = [[r.strategy, _speedup_text(r.sim_speedup, r.sim_low, r.sim_high),
+              _speedup_text(r.real_speedup, r.real_low, r.real_high),
+              _rank_text(r.sim_rank), _rank_text(r.real_rank),
+              f"{r.sim_seeds_reached}/{r.sim_seeds}", f"{r.real_seeds_reached}/{r.real_seeds}"]
+             for r in table.itertuples(index=False)]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
+
+    def fmt(cells):
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    intro = (f"sim: {a['sim_scenario']} (target {a['sim_target']:.3f}); real: {a['real_scenario']} "
+             f"(target {a['real_target']:.3f})\n"
+             f"speed-up = rollouts of {a['reference']} / rollouts of the strategy to the target; "
+             f"{a['level']:.0%} seed-bootstrap intervals ({a['n_boot']} resamples); rank 1 = fewest rollouts; "
+             "seeds = seeds whose own curve reached the target")
+    return "\n".join([intro, "", fmt(head), *map(fmt, lines), "", tau_line(a)])

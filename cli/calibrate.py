@@ -1,0 +1,203 @@
+"""``allocbench calibrate``: fit a simulator scenario to real runs (``sim.calibrate``; the figure
+from ``analysis.calibration_figures``)."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+import time
+from pathlib import Path
+
+from allocbench.errors import AllocbenchError, ConfigError
+
+DEFAULT_TRIALS = 200
+DEFAULT_SEEDS = 4
+
+
+def add_parser(sub) -> None:
+    """Register ``allocbench calibrate`` on the CLI's subparsers."""
+    p = sub.add_parser(
+        "calibrate", help="fit the simulator's parameters to real runs; writes a scenario TOML",
+        description="Fit a simulator scenario to the runs in RUNS_DIR (a folder written by "
+        "`allocbench compare --env real`, or a leaderboard scenario folder: runs.parquet and "
+        "groups.parquet). The starting pass-rate mixture (offsets) is fitted to the probe "
+        "(--probe) or to the groups of the first steps; lr, noise_scale, drift, skill_cap, "
+        "loading_concentration, loading_spread (how unequally learnable prompts are) and the offsets' "
+        "spread (offset_std) by an Optuna study (TPE) that "
+        "simulates the fitting strategies and minimises the discrepancy to the real runs: held-out "
+        "accuracy gain vs cumulative rollouts, zero-variance share per step, the histogram of group "
+        "pass rates per third of training and the measured gradient noise scale, each in units of "
+        "the real runs' seed noise, plus the likelihood the starting counts lose at the searched "
+        "spread (see sim/calibrate.py). "
+        "B, n, steps and the evaluation cadence are the real runs'. Writes SCENARIO.toml (use it "
+        "as `--scenario SCENARIO.toml`), SCENARIO.fit.csv (one row per trial) and SCENARIO.png "
+        "(real vs simulated). The study is kept in its storage: rerunning the same command "
+        "resumes an interrupted one; with more --trials and --force it adds trials.",
+        epilog="example: allocbench calibrate results/real/noise-limited/tiny-arith-noise-limited "
+        "--out scenarios/tiny-noise-limited.toml")
+    p.add_argument("runs", type=Path, metavar="RUNS_DIR", help="folder with runs.parquet and groups.parquet")
+    p.add_argument("--out", type=Path, required=True, metavar="SCENARIO.toml",
+                   help="the scenario file to write; SCENARIO.fit.csv and SCENARIO.png go beside it")
+    p.add_argument("--probe", type=Path, default=None, metavar="PROBE_DIR",
+                   help="an `allocbench probe` folder (probe.parquet) of the initial policy: the starting "
+                   "pass rates are fitted to it; default: the groups of the first steps")
+    p.add_argument("--fit-strategies", default="grpo",
+                   help="comma-separated strategies whose runs are fitted (and simulated); default: grpo")
+    p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                   help=f"finished trials the study should hold; default: {DEFAULT_TRIALS}")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                   help=f"simulator seeds per trial (0..S-1, the same in every trial); default: {DEFAULT_SEEDS}")
+    p.add_argument("--params", default=",".join(_space()),
+                   help="comma-separated scenario fields the study searches (a subset of the default); "
+                   "the others come from --base; default: %(default)s")
+    p.add_argument("--base", default="default",
+                   help="built-in scenario (or TOML file) that supplies the fields neither fitted nor taken "
+                   "from the runs (skills, optimizer, lengths, ...) and the first trial's values; default: default")
+    p.add_argument("--pool-size", type=int, default=None,
+                   help="training prompts of the simulated pool; default: the real preset's pool when it is "
+                   "known, else 20,000")
+    p.add_argument("--study", default=None,
+                   help="study name; default: calibrate-STEM (STEM: the --out file's stem, other characters than "
+                   "letters, digits, '.', '_', '-' made '-')")
+    p.add_argument("--storage", default=None,
+                   help="Optuna RDB URL, e.g. postgresql://user:pass@host/db; default: the SQLite file "
+                   "STUDY.db beside --out")
+    p.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler; default: 0")
+    p.add_argument("--allow-sim", action="store_true",
+                   help="accept runs of the simulator (env sim): a parameter-recovery check")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def _space() -> tuple[str, ...]:
+    return ("lr", "noise_scale", "drift", "skill_cap", "loading_concentration", "loading_spread", "offset_std")
+
+
+def cmd_calibrate(args) -> int:
+    from allocbench.tune import install_interrupts, restore_interrupts
+
+    previous = install_interrupts()
+    try:
+        return _cmd_calibrate(args)
+    finally:
+        restore_interrupts(previous)
+
+
+def output_paths(out: Path) -> dict[str, Path]:
+    """SCENARIO.toml, SCENARIO.fit.csv and SCENARIO.png, by kind."""
+    return {"toml": out, "csv": out.with_name(out.stem + ".fit.csv"), "png": out.with_name(out.stem + ".png")}
+
+
+def preset_pool(env: str, scenario: str) -> int | None:
+    """The training pool size of the real preset or sim scenario the runs name, if known."""
+    try:
+        if env == "real":
+            from real.presets import PRESETS
+
+            preset = PRESETS.get(scenario)
+            return preset.data.train_size if preset is not None else None
+        if env == "sim":
+            from sim.scenarios import scenario_names, get_scenario
+
+            return get_scenario(scenario).pool_size if scenario in scenario_names() else None
+    except Exception:  # a nicety: the default pool serves
+        return None
+    return None
+
+
+def _cmd_calibrate(args) -> int:
+    import pandas as pd
+
+    from allocbench.schema import writable, write_atomic
+    from allocbench.tune import Interrupts, check_study_name, default_storage, finished, log_line, redact
+    from sim import calibrate as cal
+
+    out: Path = args.out
+    if out.suffix != ".toml" or out.stem in ("", ".toml"):
+        raise ConfigError(f"--out must name a .toml file, got {out}")
+    if args.trials < 0:
+        raise ConfigError(f"--trials must be >= 0, got {args.trials}")
+    if args.seeds <= 0:
+        raise ConfigError(f"--seeds must be positive, got {args.seeds}")
+    if args.pool_size is not None and args.pool_size <= 0:
+        raise ConfigError(f"--pool-size must be positive, got {args.pool_size}")
+    strategies = tuple(s.strip() for s in args.fit_strategies.split(",") if s.strip())
+    params = tuple(s.strip() for s in args.params.split(",") if s.strip())
+    study_name = args.study or "calibrate-" + re.sub(r"[^A-Za-z0-9._-]", "-", out.stem)
+    check_study_name(study_name)
+    paths = output_paths(out)
+    writable(out.parent, [p.name for p in paths.values()], args.force)
+    cal.check_inputs(strategies, args.seeds, params, args.base)
+    probe = cal.read_probe(args.probe) if args.probe is not None else None
+    tables = cal.read_runs(args.runs, strategies, args.allow_sim)  # the input errors, before anything
+    runs = tables[0]
+    pool = args.pool_size
+    if pool is None:
+        pool = preset_pool(str(runs["env"].iloc[0]), str(runs["scenario"].iloc[0]))
+    setup = cal.prepare(args.runs, strategies, probe=probe, allow_sim=args.allow_sim, seeds=args.seeds,
+                        base=args.base, pool_size=pool, params=params, tables=tables)
+    storage = args.storage or default_storage(study_name, out.parent, create=False)
+    log = (lambda msg: None) if args.quiet else log_line
+    if args.storage is None:
+        default_storage(study_name, out.parent)  # makes the folder
+
+    start = time.perf_counter()
+    study = None
+    try:
+        study = cal.open_study(setup, storage, study_name, args.sampler_seed)
+        b = f"{setup.b_simple:,.0f}" if setup.b_simple is not None else "not reported"
+        log(f"study {study_name} on {redact(storage)}: {', '.join(strategies)} x {setup.real.seeds} real seeds, "
+            f"{setup.steps} steps, B = {setup.base.train_batch}, n = {setup.base.group_size}; starting pass rates "
+            f"from {setup.offsets.source} (mean {setup.offsets.mean_pass_rate:.3f}); measured B_simple {b}; "
+            f"{finished(study)} of {args.trials} trials finished")
+        cal.optimize(study, setup, args.trials, log=log)
+    except KeyboardInterrupt:
+        kept = (f"{finished(study)} finished trials are kept in {redact(storage)}" if study is not None
+                else "nothing was run")
+        print(f"allocbench: interrupted; {kept}; run the same command to resume; nothing written", file=sys.stderr)
+        return 130
+    elapsed = time.perf_counter() - start
+    complete = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    if not complete:
+        raise AllocbenchError(f"study {study_name} has no completed trial; nothing to write")
+
+    # everything is computed before the first file is written
+    number, best = cal.best_params(study)
+    parts, _, _, sim = setup.evaluate(best, name=out.stem)
+    scenario = cal.fitted(setup, best, out.stem)
+    header = cal.header_lines(setup, parts, study_name, storage, number, finished(study), best)
+    toml = cal.scenario_toml(scenario, header)
+    table = cal.trials_table(study, setup)
+    from analysis.calibration_figures import calibration_figure
+
+    tables = {name: pd.concat([setup.real.tagged("real")[name], sim.tagged("sim")[name]], ignore_index=True)
+              for name in cal.SUMMARIES}
+    noise, first = "", strategies[0]
+    real_b, sim_b = (t.loc[t["strategy"] == first, "b_simple"] for t in (setup.real.b_simple, sim.b_simple))
+    if len(real_b) and len(sim_b):
+        noise = f"; {first}'s B_simple real {real_b.iloc[0]:,.0f}, sim {sim_b.iloc[0]:,.0f}"
+    fig = calibration_figure(tables["acc"], tables["zero_var"], tables["pass_hist"],
+                             title=f"{out.stem}: real ({setup.real.seeds} seeds) vs fitted simulator "
+                             f"({setup.seeds} seeds); discrepancy {parts['total']:.2f}{noise}")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=200)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    writable(out.parent, [p.name for p in paths.values()], args.force)  # again: the study took a while
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Interrupts.deferring = True  # one Ctrl-C waits until the three files are in place
+    try:
+        write_atomic(paths["csv"], lambda tmp: table.to_csv(tmp, index=False))
+        write_atomic(paths["png"], lambda tmp: Path(tmp).write_bytes(png.getvalue()))
+        write_atomic(paths["toml"], lambda tmp: Path(tmp).write_text(toml))
+    finally:
+        Interrupts.deferring = False
+    print(f"best of {finished(study)} trials: trial {number}, discrepancy {cal.format_parts(parts)}")
+    print("  " + ", ".join(f"{k}={v:.4g}" for k, v in best.items())
+          + f"; offsets {', '.join(f'({w:g}, {m:g}, {s:g})' for w, m, s in scenario.offsets)}")
+    print(f"({elapsed:,.1f} s) wrote {', '.join(str(p) for p in paths.values())}")
+    Interrupts.check()
+    return 0

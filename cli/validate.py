@@ -1,0 +1,119 @@
+"""``allocbench validate SIM_DIR REAL_DIR --out DIR``: how well the simulator's ranking of
+strategies agrees with a real leaderboard's."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from allocbench.config import check_target
+from allocbench.errors import ConfigError
+from analysis.stats import LEVEL, N_BOOT
+
+FILES = ["validate.csv", "agreement.csv", "validate.png"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "validate", help="how well the simulator's ranking of strategies agrees with a real leaderboard's",
+        description="Compare the simulator's ranking of strategies with a real one. SIM_DIR and REAL_DIR "
+        "are each an `allocbench compare` output folder (with runs.parquet) or an `allocbench leaderboard` "
+        "folder with one scenario subfolder (with several, pick one with --sim-scenario / --real-scenario). "
+        "Each side is read at its own target, by default the peak of the reference's (grpo's) seed-mean "
+        "accuracy curve on that side. Over the strategies both sides ran: Kendall's tau-b between the two "
+        "rankings by rollouts to target (never reached = last), with a percentile-bootstrap interval that "
+        "redraws each side's seeds independently; per strategy, its speed-up over the reference "
+        "(rollouts of the reference / its rollouts, to that side's target) on each side with bootstrap "
+        "intervals, its ranks and how many seeds reached the target. Prints a table and the tau line and "
+        "writes DIR/validate.csv (one row per strategy), DIR/agreement.csv (one row) and DIR/validate.png "
+        "(simulated vs real speed-ups, log-log; simulated vs real ranks).")
+    p.add_argument("sim", type=Path, metavar="SIM_DIR", help="the simulated results folder")
+    p.add_argument("real", type=Path, metavar="REAL_DIR", help="the real results folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created with its parents)")
+    p.add_argument("--sim-scenario", default=None, metavar="NAME",
+                   help="the scenario to read from SIM_DIR when it holds several (a leaderboard folder)")
+    p.add_argument("--real-scenario", default=None, metavar="NAME",
+                   help="the scenario to read from REAL_DIR when it holds several (a leaderboard folder)")
+    p.add_argument("--sim-target", type=float, default=None, metavar="ACC",
+                   help="target accuracy in the simulator; default: the reference's peak seed-mean accuracy there")
+    p.add_argument("--real-target", type=float, default=None, metavar="ACC",
+                   help="target accuracy in the real runs; default: the reference's peak seed-mean accuracy there")
+    p.add_argument("--reference", default="grpo",
+                   help="the strategy speed-ups are taken over and targets from; must be on both sides; default: grpo")
+    p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap resamples; default: {N_BOOT}")
+    p.add_argument("--level", type=float, default=LEVEL, help=f"confidence level; default: {LEVEL}")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed; default: 0")
+    p.add_argument("--force", action="store_true", help="replace existing files in DIR")
+    p.set_defaults(func=cmd_validate)
+
+
+def runs_path(folder: Path, scenario: str | None, side: str) -> Path:
+    """The runs.parquet a results folder names: its own (a compare folder), or that of its one
+    scenario subfolder, or of subfolder ``scenario`` (a leaderboard folder)."""
+    flag = f"--{side}-scenario"
+    if not folder.exists():
+        raise ConfigError(f"{side} results: no such folder: {folder}")
+    if not folder.is_dir():
+        raise ConfigError(f"{side} results: {folder} is a file, not a folder")
+    if scenario is not None and (folder / scenario / "runs.parquet").is_file():
+        return folder / scenario / "runs.parquet"
+    if (folder / "runs.parquet").is_file():
+        return folder / "runs.parquet"
+    subs = sorted(p.parent.name for p in folder.glob("*/runs.parquet") if p.is_file())
+    if scenario is not None:
+        raise ConfigError(f"{side} results: {folder} has no {scenario}/runs.parquet"
+                          + (f" (scenarios there: {', '.join(subs)})" if subs else ""))
+    if not subs:
+        raise ConfigError(f"{side} results: {folder} holds no runs.parquet, neither itself nor in a scenario "
+                          "subfolder (expected an `allocbench compare` or `allocbench leaderboard` folder)")
+    if len(subs) > 1:
+        raise ConfigError(f"{side} results: {folder} holds {len(subs)} scenarios ({', '.join(subs)}); "
+                          f"pick one with {flag}")
+    return folder / subs[0] / "runs.parquet"
+
+
+def read_side(folder: Path, scenario: str | None, side: str):
+    """The table of one side, of one scenario."""
+    from allocbench.schema import read_table
+
+    path = runs_path(folder, scenario, side)
+    try:
+        table = read_table(path)
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"{side} results: cannot read {path}: {err}") from None
+    if scenario is not None:
+        table = table[table["scenario"] == scenario]
+        if table.empty:
+            raise ConfigError(f"{side} results: {path} has no rows of scenario {scenario!r}")
+    return table
+
+
+def cmd_validate(args) -> int:
+    from allocbench.schema import writable, write_atomic
+    from analysis.validate import agreement_table, render, validate
+
+    check_target(args.sim_target, "--sim-target")
+    check_target(args.real_target, "--real-target")
+    if args.n_boot < 10:
+        raise ConfigError(f"--n-boot must be at least 10, got {args.n_boot}")
+    if not 0.5 <= args.level < 1:
+        raise ConfigError(f"--level must be in [0.5, 1), got {args.level}")
+    sim = read_side(args.sim, args.sim_scenario, "sim")
+    real = read_side(args.real, args.real_scenario, "real")
+    paths = writable(args.out, FILES, args.force)
+    table, agreement = validate(sim, real, args.sim_target, args.real_target, reference=args.reference,
+                                n_boot=args.n_boot, level=args.level, seed=args.seed)
+
+    from analysis.figures import sim_vs_real_speedups
+
+    png = io.BytesIO()
+    sim_vs_real_speedups(table, agreement).savefig(png, format="png", dpi=200)
+    files = {"validate.csv": table.to_csv(index=False).encode(),
+             "agreement.csv": agreement_table(agreement).to_csv(index=False).encode(),
+             "validate.png": png.getvalue()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        write_atomic(paths[name], lambda tmp, data=files[name]: Path(tmp).write_bytes(data))
+    print(render(table, agreement))
+    print(f"wrote {', '.join(str(paths[n]) for n in FILES)}")
+    return 0

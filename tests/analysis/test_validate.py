@@ -1,0 +1,156 @@
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from allocbench.errors import ConfigError
+from analysis.figures import sim_vs_real_speedups
+from analysis.validate import AGREEMENT_COLUMNS, COLUMNS, agreement_table, render, validate
+from tests.analysis.conftest import make_table
+
+# Strategies built from conftest's three: each name takes the rollouts per step of a base
+# (grpo 100, dapo 300, fast 150) and its own accuracy at eval steps 0, 2, 4, 6, 8.
+# sim: target = grpo's peak 0.9; rollouts to it: a 200 (step 2), b 300 (fast, step 2),
+# c 400 (step 4), grpo 800 (step 8) -> speed-ups 4, 8/3, 2, 1; ranks a1 b2 c3 grpo4.
+SIM = {"grpo": ("grpo", [0.5, 0.6, 0.7, 0.8, 0.9]),
+       "a": ("grpo", [0.5, 0.9, 0.9, 0.9, 0.9]),
+       "b": ("fast", [0.5, 0.9, 0.9, 0.9, 0.9]),
+       "c": ("grpo", [0.5, 0.6, 0.9, 0.9, 0.9])}
+# real: target = grpo's peak 0.6 (step 6, 600); a 200 (step 2), c 300 (fast, step 2),
+# b 400 (step 4) -> speed-ups a 3, c 2, b 1.5; ranks a1 c2 b3 grpo4: only (b, c) discordant
+REAL = {"grpo": ("grpo", [0.3, 0.4, 0.5, 0.6, 0.6]),
+        "a": ("grpo", [0.3, 0.6, 0.6, 0.6, 0.6]),
+        "b": ("grpo", [0.3, 0.4, 0.6, 0.6, 0.6]),
+        "c": ("fast", [0.3, 0.6, 0.6, 0.6, 0.6])}
+# real, reversed: grpo 200 (its peak 0.9 at step 2), c 400, b 600, a 800
+REVERSED = {"grpo": ("grpo", [0.5, 0.9, 0.9, 0.9, 0.9]),
+            "c": ("grpo", [0.5, 0.6, 0.9, 0.9, 0.9]),
+            "b": ("grpo", [0.5, 0.6, 0.7, 0.9, 0.9]),
+            "a": ("grpo", [0.5, 0.6, 0.7, 0.8, 0.9])}
+# as SIM, but a, b, c keep rising after they reach 0.9
+RISING = {"grpo": SIM["grpo"], "a": ("grpo", [0.5, 0.9, 0.95, 0.95, 0.95]),
+          "b": ("fast", [0.5, 0.9, 0.95, 0.95, 0.95]), "c": ("grpo", [0.5, 0.6, 0.9, 0.95, 0.95])}
+
+
+def build(spec: dict, env: str = "sim", scenario: str = "hand", seed_shift: float = 0.0,
+          seeds=(0, 1, 2)) -> pd.DataFrame:
+    parts = [make_table(strategies=(base,), acc={base: acc}, env=env, scenario=scenario,
+                        seed_shift=seed_shift, seeds=seeds).assign(strategy=name)
+             for name, (base, acc) in spec.items()]
+    return pd.concat(parts, ignore_index=True)
+
+
+def rows(table: pd.DataFrame) -> pd.DataFrame:
+    return table.set_index("strategy")
+
+
+def test_one_discordant_pair_by_hand():
+    table, agree = validate(build(SIM), build(REAL, "real", "hand-real"), n_boot=200)
+    assert list(table.columns) == COLUMNS and set(agree) == set(AGREEMENT_COLUMNS)
+    assert agree["tau"] == pytest.approx(4 / 6)  # 5 concordant, 1 discordant of 6 pairs
+    # every seed is the same: every redraw gives the same curves, the interval is the point
+    assert agree["low"] == pytest.approx(4 / 6) and agree["high"] == pytest.approx(4 / 6)
+    assert agree["valid"] == 1.0 and agree["n_strategies"] == 4
+    assert agree["sim_target"] == pytest.approx(0.9) and agree["real_target"] == pytest.approx(0.6)
+    assert (agree["sim_scenario"], agree["real_scenario"]) == ("hand", "hand-real")
+    r = rows(table)
+    assert r["sim_rollouts"].to_dict() == pytest.approx({"a": 200, "b": 300, "c": 400, "grpo": 800})
+    assert r["real_rollouts"].to_dict() == pytest.approx({"a": 200, "b": 400, "c": 300, "grpo": 600})
+    assert r["sim_speedup"].to_dict() == pytest.approx({"a": 4.0, "b": 8 / 3, "c": 2.0, "grpo": 1.0})
+    assert r["real_speedup"].to_dict() == pytest.approx({"a": 3.0, "b": 1.5, "c": 2.0, "grpo": 1.0})
+    for side in ("sim", "real"):
+        assert r[f"{side}_low"].to_numpy() == pytest.approx(r[f"{side}_speedup"].to_numpy())
+        assert r[f"{side}_high"].to_numpy() == pytest.approx(r[f"{side}_speedup"].to_numpy())
+        assert (r[f"{side}_seeds_reached"] == 3).all() and (r[f"{side}_seeds"] == 3).all()
+    assert r["sim_rank"].to_dict() == {"a": 1.0, "b": 2.0, "c": 3.0, "grpo": 4.0}
+    assert r["real_rank"].to_dict() == {"a": 1.0, "c": 2.0, "b": 3.0, "grpo": 4.0}
+    assert table["strategy"].tolist() == ["a", "c", "b", "grpo"]  # ordered by real rank
+    assert math.isnan(r.loc["grpo", "sim_valid"]) and r.loc["a", "sim_valid"] == 1.0
+
+
+def test_identical_ranking_tau_one_with_a_sensible_interval():
+    table, agree = validate(build(SIM), build(SIM, "real"), n_boot=200)
+    assert agree["tau"] == pytest.approx(1.0) and agree["low"] == agree["high"] == pytest.approx(1.0)
+    # seeds that differ (real accuracy + 0.00, 0.02, 0.04 by seed; target 0.92): in redraws
+    # whose seed mean is lower, grpo misses the target and a, b, c reach it later (b and c then
+    # tie at 600): tau stays 1 on the full sample, its interval reaches below 1
+    noisy, agree = validate(build(RISING), build(RISING, "real", seed_shift=0.02), n_boot=300, seed=1)
+    assert agree["tau"] == pytest.approx(1.0) and agree["real_target"] == pytest.approx(0.92)
+    assert -1.0 <= agree["low"] < agree["high"] == pytest.approx(1.0)
+    assert agree["valid"] == 1.0
+    r = rows(noisy)
+    assert (r["sim_rank"] == r["real_rank"]).all()
+    assert r["real_rollouts"].to_dict() == pytest.approx({"a": 200, "b": 300, "c": 400, "grpo": 800})
+    # grpo's seeds peak at 0.90, 0.92, 0.94: two reach 0.92; a's rise to 0.95 +: all three
+    assert r.loc["grpo", "real_seeds_reached"] == 2 and r.loc["a", "real_seeds_reached"] == 3
+    for name in ("a", "b", "c"):
+        assert r.loc[name, "real_low"] <= r.loc[name, "real_speedup"] <= r.loc[name, "real_high"]
+        assert 0 < r.loc[name, "real_valid"] < 1  # draws where grpo misses have no speed-up
+
+
+def test_reversed_ranking_tau_minus_one():
+    table, agree = validate(build(SIM), build(REVERSED, "real"), n_boot=100)
+    assert agree["tau"] == pytest.approx(-1.0) and agree["high"] == pytest.approx(-1.0)
+    r = rows(table)
+    assert r["real_speedup"].to_dict() == pytest.approx({"grpo": 1.0, "c": 0.5, "b": 1 / 3, "a": 0.25})
+    assert r["real_rank"].to_dict() == {"grpo": 1.0, "c": 2.0, "b": 3.0, "a": 4.0}
+
+
+def test_targets_override_and_not_reached_ranks_last():
+    sim = build({**SIM, "slow": ("dapo", [0.5, 0.5, 0.5, 0.5, 0.5])})
+    real = build({**REAL, "slow": ("dapo", [0.3, 0.3, 0.3, 0.3, 0.3]), "real_only": ("grpo", REAL["a"][1])}, "real")
+    table, agree = validate(sim, real, sim_target=0.7, n_boot=100)
+    assert agree["sim_target"] == 0.7 and agree["real_target"] == pytest.approx(0.6)
+    assert agree["strategies"] == ["grpo", "a", "b", "c", "slow"]  # the common ones, sim's order
+    r = rows(table)
+    # at 0.7 in sim: a step 2 (200), b step 2 (300), grpo and c step 4 (400), slow never
+    assert r["sim_speedup"].to_dict() == pytest.approx({"grpo": 1.0, "a": 2.0, "b": 4 / 3, "c": 1.0, "slow": np.nan},
+                                                       nan_ok=True)
+    assert r["sim_rank"].to_dict() == {"a": 1.0, "b": 2.0, "c": 3.5, "grpo": 3.5, "slow": 5.0}  # ties share
+    assert r.loc["slow", "sim_rank"] == r.loc["slow", "real_rank"] == 5.0
+    assert r.loc["slow", "sim_seeds_reached"] == 0 and np.isnan(r.loc["slow", "real_low"])
+    text = render(table, agree)
+    assert "not reached" in text and text.splitlines()[-1].startswith("Kendall tau = ")
+
+
+def test_render_and_agreement_table():
+    table, agree = validate(build(SIM), build(REAL, "real"), n_boot=50)
+    text = render(table, agree)
+    assert text.splitlines()[-1] == "Kendall tau = 0.67 [0.67, 0.67] over 4 strategies"
+    line = next(s for s in text.splitlines() if s.startswith("b "))
+    assert line.split() == ["b", "2.67x", "[2.67,", "2.67]", "1.50x", "[1.50,", "1.50]", "2", "3", "3/3", "3/3"]
+    one = agreement_table(agree)
+    assert list(one.columns) == AGREEMENT_COLUMNS and len(one) == 1
+    assert one.loc[0, "strategies"] == "grpo a b c" and one.loc[0, "n_boot"] == 50
+
+
+@pytest.mark.parametrize("sim, real, kwargs, message", [
+    (build(SIM), build({k: v for k, v in REAL.items() if k != "grpo"}, "real"), {},
+     "reference strategy 'grpo' is not in the real table"),
+    (build(SIM), build(REAL, "real"), {"reference": "nope"}, "reference strategy 'nope' is not in the sim table"),
+    (build(SIM), build({"grpo": REAL["grpo"], "x": REAL["a"]}, "real"), {}, "1 strategy in both tables"),
+    (pd.concat([build(SIM), build(SIM, scenario="other")]), build(REAL, "real"), {}, "several scenarios"),
+])
+def test_bad_input_raises_config_error(sim, real, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(sim, real, n_boot=20, **kwargs)
+
+
+def test_figure_two_panels_log_log_and_not_reached():
+    sim = build({**SIM, "slow": ("dapo", [0.5, 0.5, 0.5, 0.5, 0.5])})
+    real = build({**REAL, "slow": ("dapo", [0.3, 0.3, 0.3, 0.3, 0.3])}, "real")
+    table, agree = validate(sim, real, n_boot=50)
+    fig = sim_vs_real_speedups(table, agree)
+    try:
+        left, right = fig.axes
+        assert left.get_xscale() == left.get_yscale() == "log"
+        assert "τ = " in right.get_title() and f"{agree['tau']:.2f}" in right.get_title()
+        texts = [t.get_text() for t in left.texts]
+        assert "not reached" in texts and "a" in texts and "slow" in texts
+        lo, hi = left.get_xlim()
+        assert lo < 1.5 < 4.0 < hi  # every finite speed-up is inside the axes
+        assert {t.get_text() for t in right.texts} == {"grpo", "a", "b", "c", "slow"}
+    finally:
+        plt.close(fig)

@@ -1,0 +1,152 @@
+"""``allocbench calibrate``: outputs, refusals, one-line errors, a resumable study."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from cli import main
+from cli import calibrate as cli_calibrate
+from sim import calibrate as cal
+from sim.scenarios import load_toml
+from tests.sim.test_calibrate import make_runs
+
+FAST = ["--allow-sim", "--params", "lr,noise_scale", "--seeds", "1", "--pool-size", "3000", "--quiet"]
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cal") / "runs"
+    make_runs(folder, seeds=2, steps=30, train_batch=8, lr=0.01, noise_scale=800.0)
+    return folder
+
+
+def test_calibrate_writes_scenario_trials_and_figure_and_resumes(runs_dir, tmp_path, capsys):
+    out = tmp_path / "fit" / "tiny.toml"
+    code, stdout, _ = run_cli(["calibrate", str(runs_dir), "--out", str(out), "--trials", "3", *FAST], capsys)
+    assert code == 0, stdout
+    # (the SQLite file may keep its -wal / -shm companions while open)
+    assert sorted(p.name for p in out.parent.iterdir() if ".db-" not in p.name) == [
+        "calibrate-tiny.db", "tiny.fit.csv", "tiny.png", "tiny.toml"]
+    sc = load_toml(out)
+    assert sc.name == "tiny" and (sc.train_batch, sc.group_size, sc.steps, sc.pool_size) == (8, 8, 30, 3000)
+    assert "fitted by allocbench calibrate to grpo" in sc.description
+    text = out.read_text()
+    assert text.startswith("# allocbench calibrate: study 'calibrate-tiny'") and "# discrepancy" in text
+    trials = pd.read_csv(out.with_name("tiny.fit.csv"))
+    assert trials["number"].tolist() == [0, 1, 2] and trials["first"].tolist() == [True, False, False]
+    assert {"lr", "noise_scale", *cal.PARTS, "total"} <= set(trials.columns)
+    assert trials["total"].notna().all()
+    best = trials.loc[trials["total"].idxmin()]
+    assert sc.lr == pytest.approx(best["lr"]) and sc.noise_scale == pytest.approx(best["noise_scale"])
+    assert out.with_name("tiny.png").read_bytes()[:4] == b"\x89PNG"
+    assert "best of 3 trials" in stdout
+
+    # a second run is refused without --force, and nothing is touched
+    before = {p.name: p.read_bytes() for p in out.parent.iterdir() if ".db" not in p.name}
+    code, _, err = run_cli(["calibrate", str(runs_dir), "--out", str(out), "--trials", "5", *FAST], capsys)
+    assert code == 2 and "would overwrite" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in out.parent.iterdir() if ".db" not in p.name} == before
+
+    # with --force the same study (same default storage) goes on: trials 3 and 4 are added
+    code, _, _ = run_cli(["calibrate", str(runs_dir), "--out", str(out), "--trials", "5", "--force", *FAST], capsys)
+    assert code == 0
+    more = pd.read_csv(out.with_name("tiny.fit.csv"))
+    assert more["number"].tolist() == [0, 1, 2, 3, 4]
+    pd.testing.assert_frame_equal(more.iloc[:3][["lr", "noise_scale", "total"]], trials[["lr", "noise_scale", "total"]])
+
+    # another fitting setup in the same study is refused
+    code, _, err = run_cli(["calibrate", str(runs_dir), "--out", str(out), "--trials", "5", "--force",
+                            *FAST[:-1], "--seeds", "2"], capsys)
+    assert code == 2 and "was made with other settings" in err
+
+
+def test_calibrate_with_a_storage_url_resumes_an_interrupted_study(runs_dir, tmp_path, capsys, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    out = tmp_path / "x.toml"
+    args = ["calibrate", str(runs_dir), "--out", str(out), "--trials", "3", "--storage", url, *FAST]
+    real_evaluate, calls = cal.Setup.evaluate, []
+
+    def interrupted_second(self, params, on_step=None, **kwargs):
+        calls.append(params)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(self, params, on_step, **kwargs)
+
+    monkeypatch.setattr(cal.Setup, "evaluate", interrupted_second)
+    code, _, err = run_cli(args, capsys)
+    assert code == 130 and "run the same command to resume" in err
+    assert not out.exists() and not (tmp_path / "x.fit.csv").exists() and not (tmp_path / "x.png").exists()
+    monkeypatch.setattr(cal.Setup, "evaluate", real_evaluate)
+    code, _, _ = run_cli(args, capsys)
+    assert code == 0
+    trials = pd.read_csv(tmp_path / "x.fit.csv")
+    assert trials["number"].tolist() == [0, 1, 2, 3]  # trial 1 was cut short, run again as 2
+    assert trials["state"].tolist() == ["complete", "fail", "complete", "complete"]
+    assert trials.loc[2, "lr"] == trials.loc[1, "lr"]
+    assert not (tmp_path / "calibrate-x.db").exists()  # the given storage only
+
+
+def runs_without(what: str):
+    def make(folder, runs_dir):
+        folder.mkdir()
+        for name in ("runs.parquet", "groups.parquet"):
+            if name != what:
+                (folder / name).write_bytes((runs_dir / name).read_bytes())
+    return make
+
+
+@pytest.mark.parametrize("make, message", [
+    (None, "runs folder not found"),
+    (runs_without("runs.parquet"), "has no runs.parquet"),
+    (runs_without("groups.parquet"), "has no groups.parquet"),
+])
+def test_missing_tables_one_error_line_exit_2_nothing_written(runs_dir, tmp_path, capsys, make, message):
+    folder = tmp_path / "in"
+    if make is not None:
+        make(folder, runs_dir)
+    out = tmp_path / "out" / "s.toml"
+    code, stdout, err = run_cli(["calibrate", str(folder), "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and message in err
+    assert err.startswith("allocbench: error: ") and err.count("\n") == 1 and stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "not real; pass --allow-sim"),
+    (["--allow-sim", "--fit-strategies", "pilot_commit"], "no rows of pilot_commit"),
+    (["--allow-sim", "--fit-strategies", "nope"], "unknown strategy 'nope'"),
+    (["--allow-sim", "--params", "lr,eval_size"], "--params: unknown eval_size"),
+    (["--allow-sim", "--seeds", "0"], "--seeds must be positive"),
+    (["--allow-sim", "--trials", "-1"], "--trials must be >= 0"),
+    (["--allow-sim", "--base", "nope"], "unknown scenario 'nope'"),
+    (["--allow-sim", "--probe", "/nonexistent"], "no probe.parquet there"),
+    (["--allow-sim", "--study", "a b"], "--study must be letters"),
+])
+def test_bad_input_one_error_line_exit_2_nothing_written(runs_dir, tmp_path, capsys, args, message):
+    out = tmp_path / "out" / "s.toml"
+    code, stdout, err = run_cli(["calibrate", str(runs_dir), "--out", str(out), "--quiet", *args], capsys)
+    assert code == 2 and message in err, err
+    assert err.startswith("allocbench: error: ") and err.count("\n") == 1 and stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_must_be_a_toml_file(runs_dir, tmp_path, capsys):
+    code, _, err = run_cli(["calibrate", str(runs_dir), "--out", str(tmp_path / "s.txt"), "--allow-sim"], capsys)
+    assert code == 2 and "--out must name a .toml file" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_and_the_searched_fields(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["calibrate", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "RUNS_DIR" in text and "--probe" in text and "--storage" in text and "--allow-sim" in text
+    assert cli_calibrate._space() == tuple(cal.SPACE)

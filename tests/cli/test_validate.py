@@ -1,0 +1,83 @@
+import pandas as pd
+import pytest
+
+from allocbench.schema import write_table
+from cli import main
+from tests.analysis.test_validate import REAL, SIM, build
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """A compare folder (sim) and a leaderboard folder with one scenario subfolder (real)."""
+    sim, real = tmp_path / "sim", tmp_path / "board"
+    sim.mkdir()
+    (real / "hand-real").mkdir(parents=True)
+    write_table(build(SIM), sim / "runs.parquet")
+    write_table(build(REAL, "real", "hand-real"), real / "hand-real" / "runs.parquet")
+    (real / "leaderboard.csv").write_text("scenario\nhand-real\n")
+    return sim, real
+
+
+def test_validate_writes_three_files_and_prints_table(folders, tmp_path, capsys):
+    sim, real = folders
+    out = tmp_path / "deep" / "out"
+    code = main(["validate", str(sim), str(real), "--out", str(out), "--n-boot", "50"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["agreement.csv", "validate.csv", "validate.png"]
+    table = pd.read_csv(out / "validate.csv")
+    assert table["strategy"].tolist() == ["a", "c", "b", "grpo"]
+    assert table.set_index("strategy")["real_speedup"].to_dict() == pytest.approx(
+        {"a": 3.0, "b": 1.5, "c": 2.0, "grpo": 1.0})
+    agree = pd.read_csv(out / "agreement.csv")
+    assert len(agree) == 1 and agree.loc[0, "tau"] == pytest.approx(4 / 6)
+    assert (agree.loc[0, "sim_scenario"], agree.loc[0, "real_scenario"]) == ("hand", "hand-real")
+    assert agree.loc[0, "n_strategies"] == 4 and agree.loc[0, "n_boot"] == 50
+    assert (out / "validate.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Kendall tau = 0.67 [0.67, 0.67] over 4 strategies" in captured.out
+    assert "4.00x [4.00, 4.00]" in captured.out
+    # a second run needs --force, which replaces the files
+    code = main(["validate", str(sim), str(real), "--out", str(out), "--n-boot", "50"])
+    assert code == 2 and "would overwrite" in capsys.readouterr().err
+    code = main(["validate", str(sim), str(real), "--out", str(out), "--n-boot", "50", "--force",
+                 "--sim-target", "0.7"])
+    assert code == 0
+    assert pd.read_csv(out / "agreement.csv").loc[0, "sim_target"] == 0.7
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_validate_picks_a_scenario_of_a_leaderboard(folders, tmp_path, capsys):
+    sim, real = folders
+    (real / "other").mkdir()
+    write_table(build(SIM, "real", "other"), real / "other" / "runs.parquet")
+    out = tmp_path / "out"
+    code = main(["validate", str(sim), str(real), "--out", str(out), "--n-boot", "20"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pick one with --real-scenario" in err and not out.exists()
+    code = main(["validate", str(sim), str(real), "--out", str(out), "--n-boot", "20", "--real-scenario", "other"])
+    assert code == 0
+    agree = pd.read_csv(out / "agreement.csv")
+    assert agree.loc[0, "real_scenario"] == "other" and agree.loc[0, "tau"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["SIM", "/tmp/allocbench-no-such-folder"], "real results: no such folder"),
+    (["EMPTY", "REAL"], "sim results: EMPTY holds no runs.parquet"),
+    (["SIM", "REAL", "--real-scenario", "nope"], "has no nope/runs.parquet"),
+    (["SIM", "REAL", "--reference", "nope"], "reference strategy 'nope' is not in the sim table"),
+    (["SIM", "ONLY_GRPO"], "1 strategy in both tables"),
+    (["SIM", "REAL", "--sim-target", "1.5"], "--sim-target must be in (0, 1]"),
+    (["SIM", "REAL", "--n-boot", "0"], "--n-boot must be at least 10"),
+])
+def test_validate_bad_input_one_line_nothing_written(folders, tmp_path, capsys, args, message):
+    sim, real = folders
+    (tmp_path / "EMPTY").mkdir()
+    only = tmp_path / "ONLY_GRPO"
+    only.mkdir()
+    write_table(build({"grpo": REAL["grpo"], "x": REAL["a"]}, "real"), only / "runs.parquet")
+    names = {"SIM": str(sim), "REAL": str(real), "EMPTY": str(tmp_path / "EMPTY"), "ONLY_GRPO": str(only)}
+    out = tmp_path / "out"
+    code = main(["validate", *[names.get(a, a) for a in args], "--out", str(out)])
+    err = capsys.readouterr().err.replace(str(tmp_path) + "/", "")
+    assert code == 2 and message in err and err.count("\n") == 1 and err.startswith("allocbench: error: ")
+    assert not out.exists()

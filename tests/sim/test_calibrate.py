@@ -1,0 +1,218 @@
+"""sim.calibrate: the starting pass-rate fit, the summaries and discrepancy, reading runs, and
+parameter recovery on tables the simulator made at known parameters."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from allocbench.errors import ConfigError
+from allocbench.probe import probe
+from allocbench.schema import write_groups, write_table
+from sim import calibrate as cal
+from sim.scenarios import get_scenario, load_toml
+
+# a small, quick world with a clear accuracy gain: 60 steps of 16 prompts x 8 rollouts
+SMALL = dict(pool_size=3_000, eval_size=500, train_batch=16, group_size=8, steps=60)
+
+
+def make_runs(folder: Path, seeds: int = 3, first_seed: int = 100, probe_k: int | None = None,
+              strategies=("grpo",), **fields) -> "cal.Scenario":
+    """Simulator runs (runs.parquet, groups.parquet; probe/probe.parquet with ``probe_k``) at
+    the scenario ``default`` with ``SMALL`` and ``fields``, on seeds the calibration does not use."""
+    sc = get_scenario("default", **{**SMALL, **fields})
+    runs, groups = cal.simulate(sc, {s: {} for s in strategies}, seeds, sc.steps, 10, first_seed=first_seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_table(runs, folder / "runs.parquet")
+    write_groups(groups, folder / "groups.parquet", runs)
+    if probe_k is not None:
+        (folder / "probe").mkdir()
+        table = probe(cal.scenario_env(sc, first_seed), probe_k, batch_prompts=sc.pool_size)
+        table.to_parquet(folder / "probe" / "probe.parquet", index=False)
+    return sc
+
+
+# ------------------------------------------------------------------------- starting pass rates
+@pytest.mark.parametrize("name", ["default", "hard", "easy", "bimodal"])
+def test_offsets_fit_recovers_the_mean_pass_rate_from_eight_rollout_counts(name):
+    sc = get_scenario(name)
+    rng = np.random.default_rng(0)
+    w, mu, sd = (np.array(c) for c in zip(*sc.offsets))
+    comp = rng.choice(len(w), size=400, p=w / w.sum())
+    p = 1 / (1 + np.exp(-rng.normal(mu[comp], sd[comp])))
+    correct = rng.binomial(8, p)
+    fit = cal.fit_offsets(correct, np.full(400, 8))
+    assert abs(fit.mean_pass_rate - cal.mean_pass_rate(sc.offsets)) < 0.05
+    assert len(fit.offsets) == cal.COMPONENTS and all(c[0] > 0 for c in fit.offsets)
+    assert abs(sum(c[0] for c in fit.offsets) - 1) < 0.01
+    # the share of groups with no success and with all successes, as the counts say
+    pool = np.random.default_rng(1)
+    fitted = get_scenario(name, offsets=fit.offsets)
+    fw, fmu, fsd = (np.array(c) for c in zip(*fitted.offsets))
+    fc = pool.choice(len(fw), size=20_000, p=fw / fw.sum())
+    sim = pool.binomial(8, 1 / (1 + np.exp(-pool.normal(fmu[fc], fsd[fc]))))
+    for k in (0, 8):
+        assert abs((sim == k).mean() - (correct == k).mean()) < 0.06
+
+
+def test_offsets_fit_beats_a_wrong_mixture_and_mean_pass_rate_integrates():
+    assert cal.mean_pass_rate(((1.0, 0.0, 0.0),)) == pytest.approx(0.5, abs=1e-6)
+    assert cal.mean_pass_rate(((0.5, -30.0, 1.0), (0.5, 30.0, 1.0))) == pytest.approx(0.5, abs=1e-3)
+    rng = np.random.default_rng(3)
+    correct = rng.binomial(8, 0.8, size=300)
+    fit = cal.fit_offsets(correct, np.full(300, 8))
+    assert fit.mean_pass_rate == pytest.approx(0.8, abs=0.03)
+    with pytest.raises(ConfigError):
+        cal.fit_offsets([], [])
+
+
+# ------------------------------------------------------------------------- summaries, discrepancy
+@pytest.fixture(scope="module")
+def small_runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calib") / "runs"
+    sc = make_runs(folder, lr=0.006, noise_scale=500.0, probe_k=16)
+    return folder, sc
+
+
+def test_summaries_and_a_table_against_itself(small_runs):
+    folder, sc = small_runs
+    runs, groups = cal.read_runs(folder, ("grpo",), allow_sim=True)
+    edges = cal.hist_edges(groups)
+    assert len(edges) == 10  # one bin per value of correct of 8
+    s = cal.summarise(runs, groups, sc.steps, edges)
+    assert s.seeds == 3 and s.acc["step"].tolist() == list(range(0, 61, 10))
+    assert s.acc.loc[s.acc["step"] == 0, "gain"].eq(0).all()
+    assert s.zero_var["window"].nunique() == 20
+    shares = s.pass_hist.groupby("third")["share"].sum()
+    assert np.allclose(shares, 1.0) and len(shares) == 3
+    assert len(s.b_simple) == 1 and s.b_simple["b_simple"].iloc[0] > 0
+    same = cal.discrepancy(s, s)
+    assert all(same[p] == 0 for p in cal.SUMMARIES) and same["total"] == 0
+    # a shifted curve scores worse, in units of the seed noise
+    worse = cal.Summaries(s.acc.assign(gain=s.acc["gain"] + 0.05), s.zero_var, s.pass_hist, s.b_simple, s.seeds)
+    assert cal.discrepancy(s, worse)["acc"] > 2
+
+
+def test_prepare_fixes_the_runs_shape_and_measures_the_noise_scale(small_runs):
+    folder, sc = small_runs
+    setup = cal.prepare(folder, allow_sim=True, pool_size=3_000)
+    assert (setup.base.train_batch, setup.base.group_size, setup.base.steps) == (16, 8, 60)
+    assert setup.eval_every == 10 and setup.steps == 60 and setup.base.pool_size == 3_000
+    assert setup.b_simple == pytest.approx(500, rel=0.3)  # the simulator's estimator, as the real one's
+    assert setup.first_params()["noise_scale"] == pytest.approx(setup.b_simple)
+    assert "groups of the first" in setup.offsets.source
+    assert abs(setup.offsets.mean_pass_rate - cal.mean_pass_rate(sc.offsets)) < 0.05
+    with_probe = cal.prepare(folder, allow_sim=True, probe=cal.read_probe(folder / "probe"))
+    assert "probe of 3,000 prompts" in with_probe.offsets.source
+    assert abs(with_probe.offsets.mean_pass_rate - cal.mean_pass_rate(sc.offsets)) < 0.03
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: None, "runs folder not found"),
+    (lambda d: d.mkdir(), "has no runs.parquet"),
+    (lambda d: (d.mkdir(), (d / "runs.parquet").write_bytes(b"x")), "has no groups.parquet"),
+    (lambda d: (d.mkdir(), (d / "runs.parquet").write_bytes(b"x"), (d / "groups.parquet").write_bytes(b"x")),
+     "cannot read"),
+])
+def test_read_runs_refuses_folders_without_the_tables(tmp_path, make, message):
+    folder = tmp_path / "runs"
+    make(folder)
+    with pytest.raises(ConfigError, match=message):
+        cal.read_runs(folder, ("grpo",))
+
+
+def test_read_runs_needs_real_runs_and_the_fitting_strategies(small_runs):
+    folder, _ = small_runs
+    with pytest.raises(ConfigError, match="not real; pass --allow-sim"):
+        cal.read_runs(folder, ("grpo",))
+    with pytest.raises(ConfigError, match="no rows of pilot_commit"):
+        cal.read_runs(folder, ("grpo", "pilot_commit"), allow_sim=True)
+    with pytest.raises(ConfigError, match="unknown strategy 'nope'"):
+        cal.check_inputs(("nope",), 3, None, "default")
+    with pytest.raises(ConfigError, match="--params: unknown eval_size"):
+        cal.check_inputs(("grpo",), 3, ("lr", "eval_size"), "default")
+
+
+def test_strategy_settings_rebuild_the_real_runs_hyper_parameters():
+    runs = pd.DataFrame({"strategy": ["pilot_commit"], "hp_pilot_fraction": [0.3], "hp_pilot_n": [2.0],
+                         "hp_commit_order": ["max_variance"], "hp_commit_n": [6.0], "hp_gen_batch_size": [np.nan]})
+    got = cal.strategy_settings(runs, "pilot_commit")
+    assert got["pilot_fraction"] == 0.3 and got["pilot_n"] == 2 and isinstance(got["pilot_n"], int)
+    assert got["commit_order"] == "max_variance" and "commit_n" not in got and "gen_batch_size" not in got
+
+
+# ------------------------------------------------------------------------- parameter recovery
+def recover(folder: Path, tmp_path: Path, trials: int, params=("lr", "noise_scale"), seeds: int = 2) -> dict:
+    setup = cal.prepare(folder, allow_sim=True, seeds=seeds, pool_size=SMALL["pool_size"], params=params,
+                        probe=cal.read_probe(folder / "probe"))
+    study = cal.open_study(setup, f"sqlite:///{tmp_path / 'study.db'}", "recover", sampler_seed=0)
+    cal.optimize(study, setup, trials)
+    return cal.best_params(study)[1]
+
+
+def test_parameter_recovery_lr_and_noise_scale(small_runs, tmp_path):
+    """Runs made at lr 0.006 and noise_scale 500 (3 seeds the study does not use): 50 trials over
+    lr (1e-4..1, log) and noise_scale (10..1e6, log) find lr within a factor of 2 and
+    noise_scale within 1.5 (the b_simple part pins it; without it only a combination of the
+    two is identified). The first trial (the base's lr 0.02) is 3.3x off; a random point of the
+    space lands within both factors with odds ~1 in 100, so a fit that ignores the data fails."""
+    folder, sc = small_runs
+    assert get_scenario("default").lr / sc.lr > 3
+    best = recover(folder, tmp_path, trials=50)
+    assert 1 / 2 < best["lr"] / sc.lr < 2, best
+    assert 1 / 1.5 < best["noise_scale"] / sc.noise_scale < 1.5, best
+
+
+@pytest.mark.parametrize("truth", [0.0, 1.5])
+def test_loading_spread_is_told_apart(tmp_path, truth):
+    """Runs made with every prompt equally learnable (loading_spread 0) and with a wide spread
+    (1.5: a quarter of the prompts move less than an eighth as much as the mean), 120 steps of
+    the SMALL shape at lr 0.006 and noise_scale 500; a 12-trial study of loading_spread alone
+    (0..2.5, the rest at the truth) puts it on the right side of 0.75 (20 of 20 data seeds when
+    this was written; with 60-step runs, 15 of 16, spreads 0 and 1 looking alike). In runs this
+    short the spread shows mostly in the accuracy gain and the measured noise scale (the
+    zero-variance share and the pass-rate histograms hardly move), so with lr searched too it
+    is partly confounded with the lr: 30 trials over both got the side right in 6 of 6 studies
+    of these 120-step runs but missed it in 2 of 6 of 60-step runs, at 2.5x the time; the lr is
+    fixed here to keep the test fast and sure."""
+    kw = dict(lr=0.006, noise_scale=500.0)
+    folder = tmp_path / "runs"
+    make_runs(folder, seeds=3, probe_k=16, steps=120, loading_spread=truth, **kw)
+    setup = cal.prepare(folder, allow_sim=True, seeds=2, pool_size=SMALL["pool_size"], params=("loading_spread",),
+                        base=get_scenario("default", **kw), probe=cal.read_probe(folder / "probe"))
+    study = cal.open_study(setup, f"sqlite:///{tmp_path / 'study.db'}", "spread", sampler_seed=0)
+    cal.optimize(study, setup, 12)
+    got = cal.best_params(study)[1]["loading_spread"]
+    assert (got < 0.75) if truth < 0.75 else (got > 0.75), got
+    assert cal.SPACE["loading_spread"][:3] == (0.0, 2.5, False)  # the range the docstring assumes
+
+
+@pytest.mark.slow
+def test_parameter_recovery_all(tmp_path):
+    """Every searched parameter (offset_std and loading_spread too), from 3 seeds of 150-step
+    runs at a point away from the defaults (~2.5 minutes). lr, noise_scale and skill_cap come
+    back within the stated factors; drift, loading_concentration and loading_spread (0 here) are
+    only loosely pinned by runs like these, so they are not asserted."""
+    truth = dict(lr=0.05, noise_scale=5_000.0, drift=4.0, skill_cap=1.5, loading_concentration=0.2)
+    folder = tmp_path / "runs"
+    make_runs(folder, probe_k=16, steps=150, **truth)
+    best = recover(folder, tmp_path, trials=200, params=tuple(cal.SPACE), seeds=3)
+    assert 1 / 1.5 < best["lr"] / truth["lr"] < 1.5, best
+    assert 1 / 2.5 < best["noise_scale"] / truth["noise_scale"] < 2.5, best
+    assert 1 / 2 < best["skill_cap"] / truth["skill_cap"] < 2, best
+
+
+def test_the_fitted_scenario_loads_back(small_runs, tmp_path):
+    folder, _ = small_runs
+    setup = cal.prepare(folder, allow_sim=True, seeds=1, params=("lr",))
+    sc = cal.fitted(setup, {"lr": 0.01}, "fitted")
+    text = cal.scenario_toml(sc, ["a header", "discrepancy: total 1.0"])
+    path = tmp_path / "fitted.toml"
+    path.write_text(text)
+    assert text.startswith("# a header\n") and load_toml(path) == sc
+    assert sc.lr == 0.01 and sc.offsets == setup.offsets.offsets and "fitted by allocbench calibrate" in sc.description
+    assert math.isfinite(setup.evaluate({"lr": 0.01})[0]["total"])

@@ -1,0 +1,131 @@
+"""The simulator's gradient-noise and optimizer physics (module docstring of sim/env.py)."""
+
+import numpy as np
+import pytest
+
+import allocbench as ab
+from allocbench.protocols import Outcome
+from sim import make_env
+
+
+def _groups(informative: int, collapsed: int = 0, n: int = 8) -> list[Outcome]:
+    """``informative`` groups with half right (std 1/2) of prompts 0-3 in turn (so the signal's
+    direction does not depend on how many), then ``collapsed`` all-wrong ones of other prompts."""
+    half = np.r_[np.ones(n // 2), np.zeros(n - n // 2)]
+    return ([Outcome(i % 4, half, np.ones(n)) for i in range(informative)]
+            + [Outcome(100 + i, np.zeros(n), np.ones(n)) for i in range(collapsed)])
+
+
+def _step_spread(groups, draws: int = 400, **overrides) -> tuple[np.ndarray, float]:
+    """Mean and total variance of one SGD step (lr 1) from the same state over many draws."""
+    env = make_env("default", seed=0, optimizer="sgd", lr=1.0, drift=0.0, **overrides)
+    world = env.info["world"]
+    start = world.params.copy()
+    steps = []
+    for _ in range(draws):
+        world.params = start.copy()
+        env.learner.update(groups)
+        steps.append(world.params - start)
+    steps = np.array(steps)
+    return steps.mean(axis=0), float(steps.var(axis=0).sum())
+
+
+def test_noise_variance_grows_with_informative_samples_and_shrinks_as_one_over_n_squared():
+    env = make_env("default", seed=0)
+    sigma2 = env.info["world"].noise_var
+    cases = {  # (informative groups, collapsed groups) -> I / N^2
+        (4, 0): 32 / 32**2, (16, 0): 128 / 128**2, (4, 12): 32 / 128**2, (16, 48): 128 / 512**2}
+    for (inf, flat), expected in cases.items():
+        _, variance = _step_spread(_groups(inf, flat))
+        # 400 draws of 520 coordinates: the total variance's relative error is ~0.3%
+        assert variance == pytest.approx(sigma2 * expected, rel=0.03), (inf, flat)
+
+
+def test_collapsed_groups_bring_no_noise_and_noise_free_steps_are_exact():
+    mean, variance = _step_spread(_groups(0, 10))
+    assert variance == 0 and not mean.any()
+    mean, variance = _step_spread(_groups(4), noise_scale=0.0)
+    assert variance < 1e-20 and mean[:8].sum() > 0
+
+
+def test_signal_to_noise_grows_like_the_square_root_of_informative_samples():
+    snr = {}
+    for inf in (4, 64):
+        mean, variance = _step_spread(_groups(inf), draws=200)
+        snr[inf] = float(mean @ mean) / variance
+    assert snr[64] / snr[4] == pytest.approx(16, rel=0.15)  # SNR^2 grows like I
+
+
+def test_adam_step_saturates_with_growing_signal_and_sgd_does_not():
+    def first_step(optimizer, groups):
+        env = make_env("default", seed=0, optimizer=optimizer, lr=0.01, noise_scale=0.0, drift=0.0)
+        env.learner.update(groups)
+        return np.abs(env.info["world"].skill)
+
+    weak, strong = _groups(1, 15), _groups(16)  # the same prompts' direction, 16x the signal
+    assert first_step("adam", strong) == pytest.approx(first_step("adam", weak), rel=1e-4)
+    assert np.abs(first_step("adam", strong)).max() == pytest.approx(0.01, rel=1e-4)
+    assert first_step("sgd", strong).sum() > 10 * first_step("sgd", weak).sum()
+
+
+def test_adam_progress_pays_for_informative_samples_only_when_noise_dominates():
+    def progress(inf, noise_scale):  # skill gained in 60 steps, mean of 8 seeds
+        gained = []
+        for seed in range(8):
+            env = make_env("default", seed=seed, noise_scale=noise_scale, drift=0.0)
+            for _ in range(60):
+                env.learner.update(_groups(inf))
+            gained.append(env.info["world"].skill.sum())
+        return np.mean(gained)
+
+    # noise-limited: 16x the informative samples moves the skills several times further
+    # (sqrt(16) = 4 in the limit of pure noise)
+    assert progress(64, 2e6) > 2.5 * progress(4, 2e6) > 0
+    # saturated (no noise): the same step whatever the batch
+    assert progress(64, 0.0) == pytest.approx(progress(4, 0.0), rel=1e-6)
+
+
+def test_noisy_steps_displace_the_nuisance_and_lower_every_pass_rate():
+    def displacement(inf, drift):
+        env = make_env("default", seed=2, drift=drift)
+        world = env.info["world"]
+        for _ in range(150):
+            env.learner.update(_groups(inf))
+        return float(np.mean(world.nuisance**2)), world
+
+    dirty, world = displacement(2, 10.0)
+    clean, _ = displacement(64, 10.0)
+    assert dirty > 2 * clean > 0  # cleaner batches hold the policy closer
+    p = world.pass_rate(np.arange(50))
+    world.params[world.sc.n_skills:] = 0
+    assert (world.pass_rate(np.arange(50)) > p).all()
+    free, world = displacement(2, 0.0)
+    p = world.pass_rate(np.arange(50))
+    world.params[world.sc.n_skills:] = 0
+    assert np.array_equal(world.pass_rate(np.arange(50)), p)  # drift 0: the nuisance costs nothing
+
+
+def test_reported_noise_scale_matches_the_scenario_at_the_start():
+    noise_scale = 3_000.0
+    trace, grad_sq = [], []
+    for seed in range(6):
+        env = make_env("default", seed=seed, noise_scale=noise_scale)
+        table = ab.run(env, ab.make_strategy("grpo"), ab.RunConfig(steps=3, seed=seed))
+        trace += table.learn_noise_trace.tolist()
+        grad_sq += table.learn_noise_grad_sq.tolist()
+    measured = np.nanmean(trace) / np.nanmean(grad_sq)
+    assert measured == pytest.approx(noise_scale, rel=0.25)
+    assert set(table.columns) >= {"learn_noise_scale", "learn_informative_samples", "learn_zero_adv_share"}
+
+
+def test_checkpoint_restores_the_optimizer_state(tmp_path):
+    a = make_env("default", seed=3)
+    for _ in range(5):
+        a.learner.update(a.sampler.sample({i: 8 for i in range(16)}))
+    a.save(tmp_path)
+    b = make_env("default", seed=3)
+    b.load(tmp_path)
+    for env in (a, b):
+        env.learner.update(env.sampler.sample({i: 8 for i in range(16, 32)}))
+    wa, wb = a.info["world"], b.info["world"]
+    assert np.array_equal(wa.params, wb.params) and np.array_equal(wa.moment2, wb.moment2)

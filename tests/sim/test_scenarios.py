@@ -1,0 +1,68 @@
+"""Scenarios as frozen, range-checked sets of fields; TOML files in and out."""
+
+import pandas as pd
+import pytest
+
+import allocbench as ab
+from cli import main
+from sim import get_scenario, make_env, scenario_names
+from sim.scenarios import Scenario, load_toml, to_toml
+
+
+@pytest.mark.parametrize("name", scenario_names())
+def test_every_built_in_scenario_round_trips_through_toml(tmp_path, name):
+    path = tmp_path / "s.toml"
+    path.write_text(to_toml(get_scenario(name)))
+    assert load_toml(path) == get_scenario(name)
+
+
+def test_a_file_changes_fields_of_its_base(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('base = "hard"\nnoise_scale = 500\noffsets = [[1.0, -2.0, 0.5]]\n')
+    sc = get_scenario(str(path), steps=7)
+    assert sc.name == "mine" and sc.noise_scale == 500.0 and sc.steps == 7
+    assert sc.offsets == ((1.0, -2.0, 0.5),) and sc.skill_cap == get_scenario("hard").skill_cap
+    assert make_env(str(path), seed=0).scenario == "mine"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("nose = 1.0\n", "no field nose"),
+    ("lr = -0.1\n", "lr must be > 0"),
+    ('optimizer = "lion"\n', "optimizer must be one of adam, sgd"),
+    ("adam_beta2 = 1.0\n", "adam_beta1 and adam_beta2 must be in"),
+    ('pool_size = "many"\n', "pool_size must be int"),
+    ("offsets = [[0.0, 1.0, 1.0]]\n", "offsets must be"),
+    ('base = "nope"\n', "base scenario 'nope' unknown"),
+    ("lr = \n", "not valid TOML"),
+])
+def test_bad_files_name_the_file_and_the_problem(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ab.ConfigError, match=message) as err:
+        get_scenario(str(path))
+    assert str(path) in str(err.value)
+
+
+def test_out_of_range_override_and_construction_are_refused():
+    with pytest.raises(ab.ConfigError, match="noise_scale must be >= 0"):
+        get_scenario("default", noise_scale=-1.0)
+    with pytest.raises(ab.ConfigError, match="drift must be >= 0"):
+        Scenario("x", drift=-1.0)
+
+
+def test_scenarios_show_prints_toml_that_compare_runs(tmp_path, capsys):
+    assert main(["scenarios", "--show", "bimodal"]) == 0
+    path = tmp_path / "copy.toml"
+    path.write_text(capsys.readouterr().out.replace('name = "bimodal"', 'name = "bimodal-copy"'))
+    assert load_toml(path) == Scenario(**{**vars(get_scenario("bimodal")), "name": "bimodal-copy"})
+    out = tmp_path / "cmp"
+    assert main(["compare", "--scenario", str(path), "--strategies", "grpo", "--seeds", "1", "--steps", "5",
+                 "--out", str(out), "--quiet"]) == 0
+    assert set(pd.read_parquet(out / "runs.parquet").scenario) == {"bimodal-copy"}
+    board = tmp_path / "board"
+    assert main(["leaderboard", "--scenarios", f"{path},easy", "--strategies", "grpo", "--seeds", "1",
+                 "--steps", "5", "--out", str(board), "--quiet"]) == 0
+    assert (board / "bimodal-copy" / "runs.parquet").is_file() and (board / "easy" / "runs.parquet").is_file()
+    capsys.readouterr()
+    assert main(["scenarios", "--show", str(tmp_path / "missing.toml")]) == 2
+    assert "scenario file not found" in capsys.readouterr().err
