@@ -108,22 +108,24 @@ _SCENARIOS = {s.name: s for s in [
              offsets=((0.5, -5.0, 1.0), (0.05, 0.0, 1.0), (0.45, 5.0, 1.0))),
     # The paper's configurations. Pool sizes are the training sets' (DeepMath-103K,
     # Polaris-53K); n and B follow its scripts (n = 128 for 1.5B, 64 for Polaris; 128 prompts
-    # per step). Larger models start with more prompts solved.
+    # per step). Larger models start with more prompts solved. Steps: the paper's horizons
+    # (GRPO to 16.4M rollouts = 1,000 steps of 128 x 128 on DeepMath, to 4.1M = 500 steps of
+    # 128 x 64 for Qwen3-8B on Polaris; 500 for the other Polaris runs).
     # the recipe's 1.5B script differs from the defaults a compare runs with: it commits in
     # max_variance order (--set pilot_commit.commit_order=max_variance) and allows 8192 response
     # tokens (lengths here are capped at 4096, which moves token counts, not rollouts)
     Scenario("paper-1.5b-deepmath", "Qwen2.5-Math-1.5B on DeepMath-103K, n = 128",
              pool_size=100_000, offsets=((0.45, -4.0, 1.5), (0.35, -0.5, 1.5), (0.20, 3.0, 1.5)),
-             train_batch=128, group_size=128, steps=300, **PAPER_REGIME),
+             train_batch=128, group_size=128, steps=1000, **PAPER_REGIME),
     Scenario("paper-4b-polaris", "Qwen3-4B on Polaris-53K, n = 64",
              pool_size=53_000, offsets=((0.30, -3.5, 1.5), (0.35, 0.5, 1.5), (0.35, 3.5, 1.5)),
-             train_batch=128, group_size=64, steps=300, **PAPER_REGIME),
+             train_batch=128, group_size=64, steps=500, **PAPER_REGIME),
     Scenario("paper-8b-polaris", "Qwen3-8B on Polaris-53K, n = 64",
              pool_size=53_000, offsets=((0.25, -3.5, 1.5), (0.35, 1.0, 1.5), (0.40, 4.0, 1.5)),
-             train_batch=128, group_size=64, steps=300, **PAPER_REGIME),
+             train_batch=128, group_size=64, steps=500, **PAPER_REGIME),
     Scenario("paper-14b-polaris", "Qwen3-14B on Polaris-53K, n = 64",
              pool_size=53_000, offsets=((0.20, -3.5, 1.5), (0.35, 1.5, 1.5), (0.45, 4.5, 1.5)),
-             train_batch=128, group_size=64, steps=300, **PAPER_REGIME),
+             train_batch=128, group_size=64, steps=500, **PAPER_REGIME),
 ]}
 
 
