@@ -86,7 +86,7 @@ from allocbench.errors import AllocbenchError, ConfigError, DataTooHard
 from allocbench.groups import GroupLog
 from allocbench.runner import RunConfig, run
 from allocbench.strategy import make_strategy, strategy_class, strategy_names
-from sim.env import make_env
+from sim.env import log_choose, make_env
 from sim.scenarios import Scenario, get_scenario, to_toml, with_fields
 
 # name -> (low, high, log, step): the parameters the study searches; all but offset_std are
@@ -258,15 +258,13 @@ def fit_offsets(correct, n, source: str = "", std: float | None = None, starts=N
     """A ``COMPONENTS``-normal mixture of logit offsets that maximises the marginal likelihood
     of ``correct`` successes in ``n`` rollouts per prompt (EM on ``GRID``; see the module);
     the std shared by the components is fitted too, or fixed at ``std``."""
-    from scipy.special import gammaln
-
     correct, n = np.asarray(correct, dtype=np.int64), np.asarray(n, dtype=np.int64)
     if len(correct) == 0:
         raise ConfigError("no counts to fit the starting pass rates to")
     pairs, mult = np.unique(np.c_[correct, n], axis=0, return_counts=True)
     k, m = pairs[:, :1].astype(float), pairs[:, 1:].astype(float)
     p = _sigmoid(GRID)[None]
-    log_lik = (gammaln(m + 1) - gammaln(k + 1) - gammaln(m - k + 1)
+    log_lik = (log_choose(m, k)
                + k * np.log(np.clip(p, 1e-300, 1)) + (m - k) * np.log(np.clip(1 - p, 1e-300, 1)))
     lik = np.exp(log_lik)  # (count pairs, grid)
     if starts is None:

@@ -51,6 +51,7 @@ every reward and length drawn and every update's noise.
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 from typing import Mapping
@@ -105,7 +106,7 @@ class SimWorld:
         p, n = self.pass_rate(ids), self.sc.group_size
         k = np.arange(n + 1)
         # the group's reward std sqrt(m (1 - m)), m ~ Binomial(n, p) / n, in expectation
-        log_pmf = (_log_choose(n, k) + k * np.log(np.clip(p[:, None], 1e-300, 1))
+        log_pmf = (log_choose(n, k) + k * np.log(np.clip(p[:, None], 1e-300, 1))
                    + (n - k) * np.log(np.clip(1 - p[:, None], 1e-300, 1)))
         expected_std = np.exp(log_pmf) @ np.sqrt(k / n * (1 - k / n))
         informative_share = float(np.mean(1 - p**n - (1 - p) ** n))
@@ -147,10 +148,12 @@ class SimWorld:
         self.params += sc.lr * mean / (np.sqrt(square) + ADAM_EPS)
 
 
-def _log_choose(n: int, k: np.ndarray) -> np.ndarray:
-    from math import lgamma
-
-    return lgamma(n + 1) - np.array([lgamma(x + 1) + lgamma(n - x + 1) for x in k])
+def log_choose(n, k) -> np.ndarray:
+    """log(n choose k), elementwise over arrays (numpy has no log-gamma; scipy is not a
+    dependency)."""
+    lgamma = np.vectorize(math.lgamma, otypes=[float])
+    n, k = np.asarray(n, dtype=float), np.asarray(k, dtype=float)
+    return lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1)
 
 
 class SimSampler:
