@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Callable
 
 import numpy as np
@@ -101,7 +102,9 @@ def run(
         rows.append(row(0, [], {}, evaluate=True))
     for step in range(len(rows), config.steps + 1):
         ledger.begin_step(step)
-        ctx = StepContext(step, B, n, ledger, candidates, memory, strategy_rng)
+        # rebuilt from the table's last row, so a resumed run sees what it saw before stopping
+        last_update = MappingProxyType({k[len("learn_"):]: v for k, v in rows[-1].items() if k.startswith("learn_")})
+        ctx = StepContext(step, B, n, ledger, candidates, memory, strategy_rng, last_update)
         try:
             trained = strategy.collect(ctx)
         except BudgetExhausted:

@@ -10,8 +10,9 @@ one strategy object can serve many runs.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
@@ -55,6 +56,10 @@ class StepContext:
     candidates: CandidateStream  # fresh prompts in data-loader order
     memory: dict  # the strategy's own state, kept across steps of one run
     rng: np.random.Generator  # the strategy's own random stream
+    # the learner's report of the previous update, read-only and empty at step 1; sim and real
+    # share the keys noise_scale, noise_trace, noise_grad_sq (the gradient noise scale B_simple
+    # = noise_trace / noise_grad_sq, in rollouts), informative_samples and zero_adv_share
+    last_update: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass

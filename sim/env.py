@@ -153,7 +153,7 @@ def log_choose(n, k) -> np.ndarray:
     dependency)."""
     lgamma = np.vectorize(math.lgamma, otypes=[float])
     n, k = np.asarray(n, dtype=float), np.asarray(k, dtype=float)
-    return lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1)
+    return lgamma(n + 1) - (lgamma(k + 1) + lgamma(n - k + 1))
 
 
 class SimSampler:

@@ -125,3 +125,31 @@ def test_per_benchmark_accuracies_are_kept():
     check_table(table)
     assert table.eval_acc_math500.tolist()[::2] == [0.4, 0.4, 0.4]
     assert table.eval_acc_aime24.isna().tolist() == [False, True, False, True, False]
+
+
+def test_a_strategy_sees_the_previous_update_report_read_only(tmp_path):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Recorder(ab.strategy_class("grpo")):
+        def collect(self, ctx):
+            seen.append((ctx.step, dict(ctx.last_update)))
+            with pytest.raises(TypeError):
+                ctx.last_update["noise_scale"] = 0.0  # read-only
+            return super().collect(ctx)
+
+    seen = []
+    config = ab.RunConfig(steps=6, seed=1)
+    table = ab.run(make_env("default", seed=1), Recorder(), config)
+    assert seen[0] == (1, {})
+    for step, report in seen[1:]:
+        row = table[table.step == step - 1].iloc[0]
+        assert report["noise_scale"] == row["learn_noise_scale"] and report["noise_scale"] > 0
+        assert report["informative_samples"] == row["learn_informative_samples"]
+        assert {"noise_trace", "noise_grad_sq", "zero_adv_share"} <= set(report)
+    # a resumed run sees the report of the step before it stopped, restored from the table
+    checkpoint = ab.Checkpoint(tmp_path / "ckpt", every=3)
+    ab.run(make_env("default", seed=1), Recorder(), ab.RunConfig(steps=3, seed=1), checkpoint=checkpoint)
+    seen.clear()
+    ab.run(make_env("default", seed=1), Recorder(), config, checkpoint=checkpoint)
+    assert seen[0][0] == 4 and seen[0][1]["noise_scale"] == table[table.step == 3].iloc[0]["learn_noise_scale"]
