@@ -53,6 +53,27 @@ def scenario_of(table: pd.DataFrame, side: str) -> str:
     return str(found[0])
 
 
+def combine(tables: list[pd.DataFrame], side: str) -> pd.DataFrame:
+    """One side's table from several results of one scenario (strategies run at different
+    times). A run (strategy, seed) found in more than one must be the same run: equal
+    ``cum_rollouts`` and ``eval_acc`` at every step (ConfigError otherwise); it is kept once."""
+    if len(tables) == 1:
+        return tables[0]
+    scenarios = {scenario_of(t, side) for t in tables}
+    if len(scenarios) > 1:
+        raise ConfigError(f"the {side} results hold different scenarios ({', '.join(sorted(scenarios))})")
+    both = pd.concat(tables, ignore_index=True)
+    key = ["strategy", "seed", "step"]
+    seen = both[both.duplicated(key, keep=False)]
+    if not seen.empty:
+        spread = seen.groupby(key)[["cum_rollouts", "eval_acc"]].nunique(dropna=False)
+        if (spread > 1).any(axis=None):
+            runs = sorted({f"{s} seed {d}" for s, d, _ in spread[(spread > 1).any(axis=1)].index})
+            raise ConfigError(f"the {side} results disagree on runs they share ({', '.join(runs)}): "
+                              "not the same runs")
+    return both.drop_duplicates(key).reset_index(drop=True)
+
+
 def common_strategies(sim: pd.DataFrame, real: pd.DataFrame, reference: str = "grpo") -> list[str]:
     """The strategies both tables hold, in the simulated table's order, after checking that the
     reference is on both sides and that at least two strategies are common (ConfigError)."""

@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
         "(simulated vs real speed-ups, log-log; simulated vs real ranks).")
     p.add_argument("sim", type=Path, metavar="SIM_DIR", help="the simulated results folder")
     p.add_argument("real", type=Path, metavar="REAL_DIR", help="the real results folder")
+    p.add_argument("--more-real", type=Path, action="append", default=[], metavar="DIR",
+                   help="another real results folder of the same scenario (strategies run later); runs "
+                   "found in both must be the same runs (repeatable)")
     p.add_argument("--out", type=Path, required=True, help="output folder (created with its parents)")
     p.add_argument("--sim-scenario", default=None, metavar="NAME",
                    help="the scenario to read from SIM_DIR when it holds several (a leaderboard folder)")
@@ -90,7 +93,7 @@ def read_side(folder: Path, scenario: str | None, side: str):
 
 def cmd_validate(args) -> int:
     from allocbench.schema import writable, write_atomic
-    from analysis.validate import agreement_table, render, validate
+    from analysis.validate import agreement_table, combine, render, validate
 
     check_target(args.sim_target, "--sim-target")
     check_target(args.real_target, "--real-target")
@@ -99,7 +102,8 @@ def cmd_validate(args) -> int:
     if not 0.5 <= args.level < 1:
         raise ConfigError(f"--level must be in [0.5, 1), got {args.level}")
     sim = read_side(args.sim, args.sim_scenario, "sim")
-    real = read_side(args.real, args.real_scenario, "real")
+    real = combine([read_side(folder, args.real_scenario, "real") for folder in [args.real, *args.more_real]],
+                   "real")
     paths = writable(args.out, FILES, args.force)
     table, agreement = validate(sim, real, args.sim_target, args.real_target, reference=args.reference,
                                 n_boot=args.n_boot, level=args.level, seed=args.seed)

@@ -81,3 +81,25 @@ def test_validate_bad_input_one_line_nothing_written(folders, tmp_path, capsys, 
     err = capsys.readouterr().err.replace(str(tmp_path) + "/", "")
     assert code == 2 and message in err and err.count("\n") == 1 and err.startswith("allocbench: error: ")
     assert not out.exists()
+
+
+def test_real_results_split_over_folders_are_combined(folders, tmp_path, capsys):
+    sim, real = folders
+    whole = build(REAL, "real", "hand-real")
+    first, later = tmp_path / "first", tmp_path / "later"
+    for folder, names in ((first, ["grpo", "a"]), (later, ["grpo", "b", "c"])):  # grpo in both
+        folder.mkdir()
+        write_table(whole[whole.strategy.isin(names)], folder / "runs.parquet")
+    out = tmp_path / "out"
+    assert main(["validate", str(sim), str(first), "--more-real", str(later), "--out", str(out),
+                 "--n-boot", "50"]) == 0
+    assert pd.read_csv(out / "agreement.csv").loc[0, "tau"] == pytest.approx(4 / 6)  # as from one folder
+    # a shared run that differs is not the same run: refused, nothing written
+    changed = whole[whole.strategy.isin(["grpo", "b", "c"])].copy()
+    changed.loc[changed.strategy == "grpo", "eval_acc"] += 0.01
+    write_table(changed, later / "runs.parquet")
+    capsys.readouterr()
+    assert main(["validate", str(sim), str(first), "--more-real", str(later), "--out", str(tmp_path / "o2"),
+                 "--n-boot", "50"]) == 2
+    assert "disagree on runs they share (grpo seed" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
