@@ -316,6 +316,9 @@ def _tiny_regime(name: str, description: str, train_batch: int, lr: float, steps
 PRESETS.update({p.name: p for p in [
     _tiny_regime("tiny-arith-noise-limited", "tiny tier, 4 prompts x 8 rollouts per step, lr 1e-4: "
                  "each step's informative rollouts far below the gradient noise scale", 4, 1e-4, 200, 20),
+    _tiny_regime("tiny-arith-noise-limited-high-lr", "tiny tier, 4 prompts x 8 rollouts per step, lr 2e-4: "
+                 "noise-limited steps at twice the learning rate; grpo plateaus (0.25-0.28) by step ~150",
+                 4, 2e-4, 200, 20),
     _tiny_regime("tiny-arith-large-batch", "tiny tier, 64 prompts x 8 rollouts per step, lr 3e-4: "
                  "16x the informative rollouts per step, within 4x of the noise scale", 64, 3e-4, 120, 10),
 ]})
