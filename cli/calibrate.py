@@ -76,13 +76,10 @@ def _space() -> tuple[str, ...]:
 
 
 def cmd_calibrate(args) -> int:
-    from allocbench.tune import install_interrupts, restore_interrupts
+    from allocbench.tune import routed_interrupts
 
-    previous = install_interrupts()
-    try:
+    with routed_interrupts():
         return _cmd_calibrate(args)
-    finally:
-        restore_interrupts(previous)
 
 
 def output_paths(out: Path) -> dict[str, Path]:
@@ -111,7 +108,7 @@ def _cmd_calibrate(args) -> int:
     import pandas as pd
 
     from allocbench.schema import writable, write_atomic
-    from allocbench.tune import Interrupts, check_study_name, default_storage, finished, log_line, redact
+    from allocbench.tune import check_study_name, deferred_interrupts, default_storage, finished, log_line, redact
     from sim import calibrate as cal
 
     out: Path = args.out
@@ -188,16 +185,12 @@ def _cmd_calibrate(args) -> int:
     plt.close(fig)
     writable(out.parent, [p.name for p in paths.values()], args.force)  # again: the study took a while
     out.parent.mkdir(parents=True, exist_ok=True)
-    Interrupts.deferring = True  # one Ctrl-C waits until the three files are in place
-    try:
+    with deferred_interrupts():  # one Ctrl-C waits until the three files are in place and reported
         write_atomic(paths["csv"], lambda tmp: table.to_csv(tmp, index=False))
         write_atomic(paths["png"], lambda tmp: Path(tmp).write_bytes(png.getvalue()))
         write_atomic(paths["toml"], lambda tmp: Path(tmp).write_text(toml))
-    finally:
-        Interrupts.deferring = False
-    print(f"best of {finished(study)} trials: trial {number}, discrepancy {cal.format_parts(parts)}")
-    print("  " + ", ".join(f"{k}={v:.4g}" for k, v in best.items())
-          + f"; offsets {', '.join(f'({w:g}, {m:g}, {s:g})' for w, m, s in scenario.offsets)}")
-    print(f"({elapsed:,.1f} s) wrote {', '.join(str(p) for p in paths.values())}")
-    Interrupts.check()
+        print(f"best of {finished(study)} trials: trial {number}, discrepancy {cal.format_parts(parts)}")
+        print("  " + ", ".join(f"{k}={v:.4g}" for k, v in best.items())
+              + f"; offsets {', '.join(f'({w:g}, {m:g}, {s:g})' for w, m, s in scenario.offsets)}")
+        print(f"({elapsed:,.1f} s) wrote {', '.join(str(p) for p in paths.values())}")
     return 0

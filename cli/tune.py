@@ -61,13 +61,10 @@ def add_parser(sub) -> None:
 
 
 def cmd_tune(args) -> int:
-    from allocbench.tune import install_interrupts, restore_interrupts
+    from allocbench.tune import routed_interrupts
 
-    previous = install_interrupts()
-    try:
+    with routed_interrupts():
         return _cmd_tune(args)
-    finally:
-        restore_interrupts(previous)
 
 
 def check_outputs(out: Path, names: list[str], study_name: str, storage: str, force: bool) -> None:

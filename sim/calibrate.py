@@ -674,18 +674,13 @@ class Objective:
 
 def optimize(study, setup: Setup, trials: int, log: Callable[[str], None] | None = None) -> None:
     """Run trials until the study holds ``trials`` finished ones (interrupted ones re-run first)."""
-    import optuna
     from optuna.trial import TrialState
 
-    from allocbench.tune.interrupts import Interrupts
-    from allocbench.tune.study import finished, requeue_interrupted
+    from allocbench.tune.study import failure_line, requeue_interrupted, run_trials
 
     requeued = requeue_interrupted(study)
     if requeued and log:
         log(f"re-running {requeued} interrupted trial(s)")
-    remaining = trials - finished(study)
-    if remaining <= 0:
-        return
 
     def say(study, trial):
         if log is None:
@@ -696,17 +691,9 @@ def optimize(study, setup: Setup, trials: int, log: Callable[[str], None] | None
             log(f"trial {trial.number}: {parts}; best {best.value:.3f} (trial {best.number}); "
                 + " ".join(f"{k}={v:.4g}" for k, v in trial.params.items()))
         elif trial.state == TrialState.FAIL:
-            why = "interrupted" if trial.user_attrs.get("interrupted") else trial.user_attrs.get("error", "?")
-            log(f"trial {trial.number}: failed ({why})")
+            log(failure_line(trial))
 
-    stop = optuna.study.MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    Interrupts.deferring = True
-    try:
-        study.optimize(Objective(setup), n_trials=remaining, callbacks=[stop, say, Interrupts.check],
-                       catch=(AllocbenchError,), gc_after_trial=False)
-    finally:
-        Interrupts.deferring = False
-    Interrupts.check()
+    run_trials(study, lambda: Objective(setup), trials, say)
 
 
 def trials_table(study, setup: Setup) -> pd.DataFrame:

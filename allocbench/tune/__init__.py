@@ -14,7 +14,8 @@ The figures are drawn by ``analysis.tune_figures``; the command line is ``cli.tu
 
 from allocbench.tune.config import (AUC_STEP_FACTOR, CAP_FACTOR, DEFAULT_DIR, GRID, OBJECTIVES, REFERENCE,
                                     TuneConfig, contour_params, fmt, searched_fields, seed_range)
-from allocbench.tune.interrupts import Interrupts, install_interrupts, restore_interrupts
+from allocbench.tune.interrupts import (Interrupts, deferred_interrupts, install_interrupts, restore_interrupts,
+                                        routed_interrupts)
 from allocbench.tune.objective import Objective, Reference, SeedResult, SeedRun, reference, run_seed, score
 from allocbench.tune.outputs import (best_toml, figure_names, output_names, outputs_owner, owns_outputs,
                                      robustness, summary, trials_table, write_outputs)
@@ -26,7 +27,7 @@ from allocbench.tune.study import (check_settings, check_study_name, config_of, 
 __all__ = [
     "AUC_STEP_FACTOR", "CAP_FACTOR", "DEFAULT_DIR", "GRID", "OBJECTIVES", "REFERENCE", "TuneConfig",
     "contour_params", "fmt", "searched_fields", "seed_range",
-    "Interrupts", "install_interrupts", "restore_interrupts",
+    "Interrupts", "deferred_interrupts", "install_interrupts", "restore_interrupts", "routed_interrupts",
     "Objective", "Reference", "SeedResult", "SeedRun", "reference", "run_seed", "score",
     "best_toml", "figure_names", "output_names", "outputs_owner", "owns_outputs", "robustness", "summary",
     "trials_table", "write_outputs",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from contextlib import contextmanager
 
 
 class Interrupts:
@@ -40,3 +41,24 @@ def install_interrupts() -> dict:
 def restore_interrupts(previous: dict) -> None:
     for sig, handler in previous.items():
         signal.signal(sig, handler)
+
+
+@contextmanager
+def routed_interrupts():
+    """``install_interrupts`` for the block, the old handlers back after it (a command's body)."""
+    previous = install_interrupts()
+    try:
+        yield
+    finally:
+        restore_interrupts(previous)
+
+
+@contextmanager
+def deferred_interrupts():
+    """Hold one Ctrl-C / SIGTERM until the block has ended, then raise it (``Interrupts``)."""
+    Interrupts.deferring = True
+    try:
+        yield
+    finally:
+        Interrupts.deferring = False
+    Interrupts.check()

@@ -20,7 +20,7 @@ from typing import Callable
 from allocbench.errors import AllocbenchError, ConfigError
 from allocbench.strategy import make_strategy, strategy_class
 from allocbench.tune.config import GRID, REFERENCE, TuneConfig, fmt, searched_fields, seed_range
-from allocbench.tune.interrupts import Interrupts, install_interrupts
+from allocbench.tune.interrupts import Interrupts, deferred_interrupts, install_interrupts
 from allocbench.tune.objective import Objective, Reference, reference
 from allocbench.tune.storage import open_storage
 
@@ -169,13 +169,7 @@ def finished(study) -> int:
 def optimize(study, config: TuneConfig, trials: int, *, timeout: float | None = None,
              log: Callable[[str], None] | None = None) -> None:
     """Run trials in this process until the study holds ``trials`` finished ones."""
-    import optuna
     from optuna.trial import TrialState
-
-    remaining = trials - finished(study)
-    if remaining <= 0:
-        return
-    objective = Objective(config, reference_of(study))
 
     def say(study, trial):
         if log is None:
@@ -186,17 +180,31 @@ def optimize(study, config: TuneConfig, trials: int, *, timeout: float | None = 
         elif trial.state == TrialState.PRUNED:
             log(f"trial {trial.number}: pruned at {trial.user_attrs.get('pruned_at', '?')}")
         elif trial.state == TrialState.FAIL:
-            why = "interrupted" if trial.user_attrs.get("interrupted") else trial.user_attrs.get("error", "?")
-            log(f"trial {trial.number}: failed ({why})")
+            log(failure_line(trial))
 
+    run_trials(study, lambda: Objective(config, reference_of(study)), trials, say, timeout=timeout)
+
+
+def run_trials(study, make_objective: Callable, trials: int, say: Callable, timeout: float | None = None) -> None:
+    """Run ``make_objective()`` in this process until the study holds ``trials`` finished
+    (complete or pruned) ones, calling ``say(study, trial)`` after each; a Ctrl-C / SIGTERM is
+    held until the trial under way has been stored. The one optimisation loop of tuning and
+    calibration."""
+    import optuna
+    from optuna.trial import TrialState
+
+    remaining = trials - finished(study)
+    if remaining <= 0:
+        return
     stop = optuna.study.MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    Interrupts.deferring = True
-    try:
-        study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[stop, say, Interrupts.check],
-                       catch=(AllocbenchError,), gc_after_trial=False)
-    finally:
-        Interrupts.deferring = False
-    Interrupts.check()
+    with deferred_interrupts():
+        study.optimize(make_objective(), n_trials=remaining, timeout=timeout,
+                       callbacks=[stop, say, Interrupts.check], catch=(AllocbenchError,), gc_after_trial=False)
+
+
+def failure_line(trial) -> str:
+    why = "interrupted" if trial.user_attrs.get("interrupted") else trial.user_attrs.get("error", "?")
+    return f"trial {trial.number}: failed ({why})"
 
 
 def log_line(msg: str) -> None:
