@@ -86,6 +86,7 @@ from allocbench.errors import AllocbenchError, ConfigError, DataTooHard
 from allocbench.groups import GroupLog
 from allocbench.runner import RunConfig, run
 from allocbench.strategy import make_strategy, strategy_class, strategy_names
+from allocbench.tune.storage import open_storage, redact
 from sim.env import log_choose, make_env
 from sim.scenarios import Scenario, get_scenario, to_toml, with_fields
 
@@ -449,11 +450,6 @@ def discrepancy(real: Summaries, sim: Summaries) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- simulation
-def scenario_env(sc: Scenario, seed: int):
-    """A simulator environment for the scenario object ``sc`` (its tables carry ``sc.name``)."""
-    return make_env(sc, seed=seed)
-
-
 def simulate(sc: Scenario, strategies: dict[str, dict], seeds: int, steps: int, eval_every: int,
              on_step: Callable[[dict], None] | None = None, first_seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every strategy (name -> hyper-parameters) on seeds first_seed..first_seed+seeds-1 of
@@ -465,7 +461,7 @@ def simulate(sc: Scenario, strategies: dict[str, dict], seeds: int, steps: int, 
             log = GroupLog()
             config = RunConfig(steps=steps, seed=seed, eval_every=eval_every)
             try:
-                table = run(scenario_env(sc, seed), strategy, config, on_step=on_step, groups=log)
+                table = run(make_env(sc, seed=seed), strategy, config, on_step=on_step, groups=log)
             except DataTooHard as e:  # the run stopped: it is compared on the steps it made
                 table = e.table
             tables.append(table)
@@ -612,7 +608,6 @@ def open_study(setup: Setup, storage: str, study_name: str, sampler_seed: int = 
     """Create or resume the study; a stored study made with other settings is refused."""
     import optuna
 
-    from allocbench.tune.storage import open_storage
     from allocbench.tune.study import check_study_name
 
     check_study_name(study_name)
@@ -623,7 +618,7 @@ def open_study(setup: Setup, storage: str, study_name: str, sampler_seed: int = 
     trials = study.get_trials(deepcopy=False)
     if stored is not None and stored != settings:
         diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
-        raise ConfigError(f"study {study_name!r} in {_redact(storage)} was made with other settings "
+        raise ConfigError(f"study {study_name!r} in {redact(storage)} was made with other settings "
                           f"({', '.join(diff)} differ); use the same inputs, another --study or another --storage")
     if stored is None:
         if trials:
@@ -635,12 +630,6 @@ def open_study(setup: Setup, storage: str, study_name: str, sampler_seed: int = 
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(trials), multivariate=True,
                                                n_startup_trials=STARTUP_TRIALS)
     return study
-
-
-def _redact(url: str) -> str:
-    from allocbench.tune.storage import redact
-
-    return redact(url)
 
 
 class Objective:
@@ -728,7 +717,7 @@ def header_lines(setup: Setup, parts: dict, study_name: str, storage: str, trial
     b = f"{setup.b_simple:,.0f} rollouts" if setup.b_simple is not None else "not reported"
     start = setup.offsets_at(params["offset_std"]) if "offset_std" in params else setup.offsets
     return [
-        f"allocbench calibrate: study {study_name!r} ({_redact(storage)}), best of {finished} finished trials: "
+        f"allocbench calibrate: study {study_name!r} ({redact(storage)}), best of {finished} finished trials: "
         f"trial {trial}",
         f"fitted to {', '.join(setup.strategies)} runs in {setup.source} (env {setup.env}, {setup.scenario}; "
         f"{setup.real.seeds} seeds, {setup.steps} steps, B = {setup.base.train_batch}, n = {setup.base.group_size}, "

@@ -16,6 +16,7 @@ from allocbench.errors import ConfigError
 from allocbench.probe import probe
 from allocbench.schema import write_groups, write_table
 from sim import calibrate as cal
+from sim import make_env
 from sim.scenarios import get_scenario, load_toml
 
 # a small, quick world with a clear accuracy gain: 60 steps of 16 prompts x 8 rollouts
@@ -33,7 +34,7 @@ def make_runs(folder: Path, seeds: int = 3, first_seed: int = 100, probe_k: int 
     write_groups(groups, folder / "groups.parquet", runs)
     if probe_k is not None:
         (folder / "probe").mkdir()
-        table = probe(cal.scenario_env(sc, first_seed), probe_k, batch_prompts=sc.pool_size)
+        table = probe(make_env(sc, seed=first_seed), probe_k, batch_prompts=sc.pool_size)
         table.to_parquet(folder / "probe" / "probe.parquet", index=False)
     return sc
 
