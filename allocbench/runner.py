@@ -15,7 +15,7 @@ from allocbench.data import CandidateStream
 from allocbench.errors import BudgetExhausted, ConfigError, DataTooHard
 from allocbench.groups import GroupLog
 from allocbench.ledger import Ledger
-from allocbench.protocols import Environment, Outcome, group_means
+from allocbench.protocols import Environment, Outcome
 from allocbench.schema import COLUMNS
 from allocbench.strategy import StepContext, Strategy
 
@@ -129,9 +129,10 @@ def group_stats(groups: list[Outcome]) -> dict:
     if not groups:
         return dict(trained_rollouts=0, reused_rollouts=0, prompts_trained=0,
                     zero_var_groups=0, train_reward=float("nan"), group_reward_var=float("nan"))
-    sizes, means = group_means(groups)
     rewards = np.concatenate([g.rewards for g in groups])
-    starts = np.cumsum(sizes) - sizes
+    starts = np.cumsum([0] + [g.n for g in groups[:-1]])
+    sizes = np.diff(np.append(starts, len(rewards)))
+    means = np.add.reduceat(rewards, starts) / sizes
     variances = np.add.reduceat(rewards**2, starts) / sizes - means**2
     spread = np.maximum.reduceat(rewards, starts) - np.minimum.reduceat(rewards, starts)
     return dict(trained_rollouts=len(rewards), reused_rollouts=sum(g.reused for g in groups),
