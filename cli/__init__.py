@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from allocbench.errors import AllocbenchError
 
-COMMANDS = ("compare", "train", "probe", "tune", "calibrate", "figures", "validate")  # modules of this package, in --help order
+COMMANDS = ("compare", "train", "probe", "tune", "calibrate", "figures", "validate", "regret")  # modules of this package, in --help order
 
 
 def main(argv: list[str] | None = None) -> int:

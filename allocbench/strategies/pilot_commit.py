@@ -41,7 +41,8 @@ class PilotCommit(Strategy):
         0.25, "pilot accuracy above 1 - upper: too easy, skipped",
         low=0.0, high=1.0, search=(0.0, 0.5))
     evict_threshold: float = hyper(
-        1.0, "pilot accuracy at or above this: removed from all later epochs", low=0.0, high=1.0)
+        1.0, "pilot accuracy at or above this: removed from all later epochs (above 1: never)",
+        low=0.0)
     max_staleness: int = hyper(
         4, "buffer entries older than this many steps are dropped", low=0, search=(0, 8))
     commit_order: str = hyper(

@@ -143,3 +143,10 @@ def test_a_new_epoch_empties_the_buffer():
         uncommitted |= pilots
     assert epoch >= 3 and commits >= 10
     assert left_at_epoch_end > 0  # kept pilots were still waiting when their epoch ended
+
+
+def test_evict_threshold_above_one_never_evicts():
+    env = fixed_env(RATES, train_batch=2, group_size=16)
+    log = drive(ab.make_strategy("pilot_commit", evict_threshold=float("inf")), env, steps=20)
+    late_pilots = {i for _, _, calls, epoch, _ in log if epoch >= 3 for c in calls for i, k in c.items() if k == 4}
+    assert any(RATES[i] == 1.0 for i in late_pilots)  # solved prompts are piloted again every epoch
