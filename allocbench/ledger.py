@@ -2,18 +2,21 @@
 
 Strategies never count their own spending; they call the sampler through the ledger, which
 refuses any request that would overspend the run's budget before a single rollout is drawn.
+Prompt features (``features``), where the environment has them, go through the ledger too:
+computing them is not free in a real environment (a forward pass of the prompt), so the prompts
+and prompt tokens they cost are counted apart from the rollouts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
 from allocbench.errors import BudgetExhausted, ConfigError
 from allocbench.groups import GroupLog
-from allocbench.protocols import Outcome, Sampler
+from allocbench.protocols import Outcome, PromptFeatures, Sampler
 
 
 @dataclass
@@ -25,6 +28,8 @@ class Spend:
     tokens: int = 0
     rounds: int = 0
     prompts: int = 0  # prompt requests served (a prompt asked twice counts twice)
+    feature_prompts: int = 0  # prompts whose features were computed (asked twice counts twice)
+    feature_tokens: int = 0  # prompt tokens run through a model for those features (0 in sim)
 
     def add(self, other: Spend) -> None:
         for f in fields(self):
@@ -34,10 +39,12 @@ class Spend:
 class Ledger:
     """Wraps a ``Sampler``; counts every generated rollout exactly once."""
 
-    def __init__(self, sampler: Sampler, budget: int | None = None, log: GroupLog | None = None):
+    def __init__(self, sampler: Sampler, budget: int | None = None, log: GroupLog | None = None,
+                 features: Callable[[np.ndarray], np.ndarray] | None = None):
         if budget is not None and budget <= 0:
             raise ConfigError(f"rollout budget must be positive, got {budget}")
         self._sampler = sampler
+        self._features = features  # the environment's prompt features (Environment.features)
         self.budget = budget
         self.log = log  # the per-group log, when the run keeps one
         self.total = Spend()
@@ -87,3 +94,21 @@ class Ledger:
         if self.log is not None:
             self.log.record(outcomes, set(pilot), self.step.rounds)
         return {o.prompt_id: o for o in outcomes}
+
+    def features(self, ids, by: str = "this strategy") -> np.ndarray:
+        """The features of prompts ``ids`` (float array, one row per id), counted in
+        ``feature_prompts`` and ``feature_tokens``. ``by`` names who asks, for the error raised
+        when the environment has no features."""
+        if self._features is None:
+            raise ConfigError(f"{by} needs prompt features, which this run does not have: the environment "
+                              "provides none (Environment.features is None) or they were not passed to "
+                              "Ledger(features=...)")
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.asarray(self._features(ids))
+        if out.ndim != 2 or len(out) != len(ids):
+            raise RuntimeError(f"prompt features of shape {out.shape} for {len(ids)} prompts; expected ({len(ids)}, d)")
+        tokens = int(self._features.tokens(ids)) if isinstance(self._features, PromptFeatures) else 0
+        spend = Spend(feature_prompts=len(ids), feature_tokens=tokens)
+        self.step.add(spend)
+        self.total.add(spend)
+        return out

@@ -72,6 +72,20 @@ def group_means(groups: Sequence[Outcome]) -> tuple[np.ndarray, np.ndarray]:
     return sizes, np.add.reduceat(rewards, np.cumsum(sizes) - sizes) / sizes
 
 
+@dataclass(frozen=True)
+class PromptFeatures:
+    """Prompt features with their cost: ``compute(ids)`` is the float array (len(ids), d) of
+    the prompts' features, ``tokens(ids)`` the prompt tokens that computing them runs through a
+    model (the ledger's ``feature_tokens``). An environment whose features cost no model pass
+    (the simulator's) may give a plain function instead: it counts 0 tokens."""
+
+    compute: Callable[[np.ndarray], np.ndarray]
+    tokens: Callable[[np.ndarray], int]
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        return self.compute(ids)
+
+
 class Sampler(Protocol):
     def sample(self, requests: Mapping[int, int]) -> list[Outcome]:
         """One generation round: ``requests`` maps prompt id -> number of rollouts."""
@@ -108,3 +122,9 @@ class Environment:
     # what the environment knows of prompts (ids -> {name: array}), for the per-group log's
     # prompt_<name> columns: the simulator's true pass rates, a dataset's difficulty
     describe: Callable[[np.ndarray], dict] | None = None
+    # per-prompt features for strategies that predict a prompt's pass rate instead of measuring
+    # it (pcl, gps): prompt ids -> float array (len(ids), d), the same prompt giving the same
+    # row as long as the policy is unchanged. Strategies reach it only through the ledger
+    # (``ctx.sampler.features``), which counts the prompts and, for a ``PromptFeatures``, the
+    # prompt tokens. None: the environment has none (a strategy that needs them is refused).
+    features: Callable[[np.ndarray], np.ndarray] | None = None

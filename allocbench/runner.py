@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -15,7 +15,7 @@ from allocbench.data import CandidateStream
 from allocbench.errors import BudgetExhausted, ConfigError, DataTooHard
 from allocbench.groups import GroupLog
 from allocbench.ledger import Ledger
-from allocbench.protocols import Environment, Outcome
+from allocbench.protocols import Environment, Outcome, Sampler
 from allocbench.schema import COLUMNS
 from allocbench.strategy import StepContext, Strategy
 
@@ -40,6 +40,54 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
+class Allocation:
+    """One run's allocation side: the ledger around the environment's sampler, the candidate
+    stream, the strategy bound to the run's B and n with its memory and random stream, and the
+    results-table row of each step. ``run`` drives one; so does a host that owns its training
+    loop (real/trl: TRL's GRPOTrainer), so both draw prompts, spend, count and report alike."""
+
+    def __init__(self, sampler: Sampler, prompt_ids: np.ndarray,
+                 epoch_order: Callable[[np.random.Generator], np.ndarray], strategy: Strategy,
+                 train_batch: int, group_size: int, seed: int, *, env: str, scenario: str,
+                 budget: int | None = None, groups: GroupLog | None = None,
+                 describe: Callable[[np.ndarray], dict] | None = None,
+                 features: Callable[[np.ndarray], np.ndarray] | None = None):
+        data_rng, self.rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+        self.ledger = Ledger(sampler, budget, log=groups, features=features)
+        self.candidates = CandidateStream(prompt_ids, epoch_order, data_rng)
+        self.memory: dict = {}
+        self.train_batch, self.group_size = train_batch, group_size
+        self.strategy = strategy.bind(train_batch, group_size)
+        self.hps = {f"hp_{k}": v for k, v in self.strategy.hyper_parameters().items()}
+        self.fixed = dict(env=env, scenario=scenario, strategy=self.strategy.name, seed=seed)
+        if groups is not None:
+            groups.start(self.fixed, describe)
+
+    def collect(self, step: int, last_update: Mapping[str, Any]) -> list[Outcome]:
+        """Step ``step``'s groups to train on: the ledger's step counts restart, the strategy
+        spends through it and sees ``last_update`` (the learner's previous report) read-only."""
+        self.ledger.begin_step(step)
+        ctx = StepContext(step, self.train_batch, self.group_size, self.ledger, self.candidates, self.memory,
+                          self.rng, MappingProxyType(dict(last_update)))
+        return self.strategy.collect(ctx)
+
+    def row(self, step: int, trained: list[Outcome], learned: Mapping[str, Any], scores: Mapping[str, Any],
+            wall_s: float) -> dict:
+        """The table row of step ``step`` (0: before training), read before the next ``collect``:
+        the ledger's counts, the trained groups' statistics, the evaluator's ``scores`` (NaN
+        where none), the hyper-parameters and the learner's report as ``learn_*``."""
+        evals = {k: scores.get(k, float("nan")) for k in EVAL_COLUMNS}
+        evals.update((k, v) for k, v in scores.items() if k.startswith("eval_"))
+        ledger = self.ledger
+        return {**self.fixed, "step": step, "train_batch": self.train_batch, "group_size": self.group_size,
+                "epoch": self.candidates.epoch, "cum_rollouts": ledger.total.rollouts,
+                "cum_tokens": ledger.total.tokens, "step_rollouts": ledger.step.rollouts,
+                "pilot_rollouts": ledger.step.pilot_rollouts, "feature_prompts": ledger.step.feature_prompts,
+                "feature_tokens": ledger.step.feature_tokens, **group_stats(trained), "rounds": ledger.step.rounds,
+                "prompts_seen": ledger.step.prompts, **evals, "wall_s": wall_s, **self.hps,
+                **{f"learn_{k}": v for k, v in learned.items()}}
+
+
 def run(
     env: Environment,
     strategy: Strategy,
@@ -58,59 +106,43 @@ def run(
     """
     B = config.train_batch or env.train_batch
     n = config.group_size or env.group_size
-    data_rng, strategy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(2))
-    ledger = Ledger(env.sampler, config.budget, log=groups)
-    candidates = CandidateStream(env.prompt_ids, env.epoch_order, data_rng)
-    memory: dict = {}
-    strategy = strategy.bind(B, n)
-    hps = {f"hp_{k}": v for k, v in strategy.hyper_parameters().items()}
-    fixed = dict(env=env.name, scenario=env.scenario, strategy=strategy.name, seed=config.seed)
-    if groups is not None:
-        groups.start(fixed, env.describe)
-    fingerprint = {**fixed, **hps, "train_batch": B, "group_size": n, "budget": config.budget,
+    alloc = Allocation(env.sampler, env.prompt_ids, env.epoch_order, strategy, B, n, config.seed, env=env.name,
+                       scenario=env.scenario, budget=config.budget, groups=groups, describe=env.describe,
+                       features=env.features)
+    fingerprint = {**alloc.fixed, **alloc.hps, "train_batch": B, "group_size": n, "budget": config.budget,
                    "eval_every": config.eval_every}
     rows: list[dict] = []
     saved = checkpoint.load(fingerprint, env.load) if checkpoint else None
     if saved is not None:
-        rows, memory = saved["rows"], saved["memory"]
+        rows, alloc.memory = saved["rows"], saved["memory"]
         if groups is not None:
             groups.restore(saved["groups"])
-        ledger.total = saved["ledger"]
-        candidates.restore(saved["candidates"])
-        strategy_rng.bit_generator.state = saved["strategy_rng"]
+        alloc.ledger.total = saved["ledger"]
+        alloc.candidates.restore(saved["candidates"])
+        alloc.rng.bit_generator.state = saved["strategy_rng"]
     start = time.perf_counter() - (rows[-1]["wall_s"] if rows else 0.0)
 
-    def row(step: int, groups: list[Outcome], learned: dict, evaluate: bool) -> dict:
-        stats = group_stats(groups)
+    def row(step: int, trained: list[Outcome], learned: dict, evaluate: bool) -> dict:
         scores = env.evaluator.evaluate() if evaluate else {}
-        evals = {k: scores.get(k, float("nan")) for k in EVAL_COLUMNS}
-        evals.update((k, v) for k, v in scores.items() if k.startswith("eval_"))
-        return {**fixed, "step": step, "train_batch": B, "group_size": n, "epoch": candidates.epoch,
-                "cum_rollouts": ledger.total.rollouts, "cum_tokens": ledger.total.tokens,
-                "step_rollouts": ledger.step.rollouts, "pilot_rollouts": ledger.step.pilot_rollouts,
-                **stats, "rounds": ledger.step.rounds, "prompts_seen": ledger.step.prompts,
-                **evals, "wall_s": time.perf_counter() - start, **hps,
-                **{f"learn_{k}": v for k, v in learned.items()}}
+        return alloc.row(step, trained, learned, scores, time.perf_counter() - start)
 
     def save(step: int) -> None:
-        checkpoint.save(step, dict(fingerprint=fingerprint, rows=rows, memory=memory,
-                                   ledger=ledger.total, candidates=candidates.state(),
-                                   strategy_rng=strategy_rng.bit_generator.state,
+        checkpoint.save(step, dict(fingerprint=fingerprint, rows=rows, memory=alloc.memory,
+                                   ledger=alloc.ledger.total, candidates=alloc.candidates.state(),
+                                   strategy_rng=alloc.rng.bit_generator.state,
                                    groups=groups.state() if groups is not None else None), env.save)
 
     if not rows:
         rows.append(row(0, [], {}, evaluate=True))
     for step in range(len(rows), config.steps + 1):
-        ledger.begin_step(step)
         # rebuilt from the table's last row, so a resumed run sees what it saw before stopping
-        last_update = MappingProxyType({k[len("learn_"):]: v for k, v in rows[-1].items() if k.startswith("learn_")})
-        ctx = StepContext(step, B, n, ledger, candidates, memory, strategy_rng, last_update)
+        last_update = {k[len("learn_"):]: v for k, v in rows[-1].items() if k.startswith("learn_")}
         try:
-            trained = strategy.collect(ctx)
+            trained = alloc.collect(step, last_update)
         except BudgetExhausted:
             break
         except DataTooHard as e:
-            e.table = _table(rows)
+            e.table = results_table(rows)
             raise
         learned = env.learner.update(trained)
         if groups is not None:
@@ -121,7 +153,7 @@ def run(
             save(step)
         if on_step is not None:
             on_step(rows[-1])
-    return _table(rows)
+    return results_table(rows)
 
 
 def group_stats(groups: list[Outcome]) -> dict:
@@ -140,7 +172,8 @@ def group_stats(groups: list[Outcome]) -> dict:
                 train_reward=float(rewards.mean()), group_reward_var=float(variances.mean()))
 
 
-def _table(rows: list[dict]) -> pd.DataFrame:
+def results_table(rows: list[dict]) -> pd.DataFrame:
+    """Rows (``Allocation.row``) as a results table, columns in the schema's order."""
     table = pd.DataFrame(rows)
     hp_cols = [c for c in table.columns if c.startswith("hp_")]
     extra = [c for c in table.columns if c.startswith("learn_") or c.startswith("eval_") and c not in COLUMNS]

@@ -24,6 +24,8 @@ COLUMNS = {
     "cum_tokens": "tokens generated so far (ledger)",
     "step_rollouts": "rollouts generated in this step",
     "pilot_rollouts": "of those, rollouts spent on screening (pilot) requests",
+    "feature_prompts": "prompts whose features were computed in this step (feature-based strategies: pcl, gps)",
+    "feature_tokens": "prompt tokens run through the policy for those features in this step (0 in sim)",
     "trained_rollouts": "rollouts in the groups trained on this step (reused ones included)",
     "reused_rollouts": "rollouts trained on that were not generated (cached answers)",
     "rounds": "generation rounds (batched sampler calls) in this step",
@@ -161,5 +163,8 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
 def read_table(path: Path) -> pd.DataFrame:
     path = Path(path)
     table = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    for column in ("feature_prompts", "feature_tokens"):  # tables written before these columns: no features
+        if column not in table.columns and "pilot_rollouts" in table.columns:
+            table.insert(table.columns.get_loc("pilot_rollouts") + 1 + (column == "feature_tokens"), column, 0)
     check_table(table)
     return table

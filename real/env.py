@@ -10,7 +10,9 @@ The environment, not the GRPO learner, owns the generation engine's housekeeping
 the GPU for the learner), runs the GRPO step, pushes the new weights into the engine after it
 (which wakes it) and ends the rollout store's training step (retention, real/rollouts.py). A
 step with no groups changes no weights: no sleep, no push. The sampler gives every rollout
-the store's id (``Outcome.rollout_ids``).
+the store's id (``Outcome.rollout_ids``). ``features`` (Environment.features) are the current
+policy's pooled last hidden states of the prompts, counted by the ledger in prompts and prompt
+tokens and timed in the learner's report (``time_features_s``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 from allocbench.errors import ConfigError
 from allocbench.metrics import solved_shares
-from allocbench.protocols import Environment, Outcome
+from allocbench.protocols import Environment, Outcome, PromptFeatures
 from real import presets as P
 from real.backends import SamplingParams, backend_options, make_backend, resolve_backend
 from real.data import Problem, load_problems
@@ -43,8 +45,8 @@ class Timer:
     def add(self, key: str, value: float) -> None:
         self.values[key] = self.values.get(key, 0.0) + value
 
-    def take(self) -> dict:
-        out = {k: self.values.get(k, 0.0) for k in ("time_gen_s", "time_score_s", "gen_tokens")}
+    def take(self, keys: tuple[str, ...] = ("time_gen_s", "time_score_s", "gen_tokens")) -> dict:
+        out = {k: self.values.get(k, 0.0) for k in keys}
         self.values = {}
         return out
 
@@ -52,8 +54,9 @@ class Timer:
 class RealLearner:
     """The Learner protocol the runner sees: the GRPO step with the generation engine's
     housekeeping around it, and the step's timings (``time_gen_s``, ``time_score_s``,
-    ``gen_tokens`` since the last update; ``time_learn_s`` for the whole update, of which
-    ``time_store_s`` was the rollout store and ``time_push_s`` the weight push)."""
+    ``gen_tokens`` and ``time_features_s``, the prompt features' forward passes, since the last
+    update; ``time_learn_s`` for the whole update, of which ``time_store_s`` was the rollout
+    store and ``time_push_s`` the weight push)."""
 
     def __init__(self, world: "RealWorld"):
         self.world = world
@@ -65,7 +68,7 @@ class RealLearner:
     def update(self, groups: list[Outcome]) -> dict:
         w = self.world
         start = time.perf_counter()
-        timing = w.timer.take()
+        timing = w.timer.take(("time_gen_s", "time_score_s", "gen_tokens", "time_features_s"))
         if groups:
             w.backend.sleep()  # a vLLM engine frees the GPU for the step
         stats = w.learner.update(groups)
@@ -188,6 +191,22 @@ class RealWorld:
             ids = self._prompt_cache[i] = self.policy.prompt_ids(self.train[i].question)
         return ids
 
+    def features(self, ids: np.ndarray) -> np.ndarray:
+        """Prompt features (Environment.features): the current policy's last hidden state
+        averaged over each training prompt's tokens (``Policy.prompt_features``), float32."""
+        ids = [int(i) for i in ids]
+        for i in ids:
+            if not 0 <= i < len(self.train):
+                raise ValueError(f"features asked for prompt {i} outside the training pool of {len(self.train)}")
+        start = time.perf_counter()
+        out = self.policy.prompt_features([self.prompt_ids(i) for i in ids])
+        self.timer.add("time_features_s", time.perf_counter() - start)
+        return out
+
+    def feature_tokens(self, ids: np.ndarray) -> int:
+        """Prompt tokens ``features(ids)`` runs through the model (the ledger's feature_tokens)."""
+        return sum(len(self.prompt_ids(int(i))) for i in ids)
+
     # ------------------------------------------------------------------ checkpoint hooks
     def save(self, folder: Path) -> None:
         if self.learner.world > 1:
@@ -274,4 +293,5 @@ def make_env(scenario: str = "tiny-arith", seed: int = 0, **overrides) -> Enviro
         train_batch=preset.run.train_batch, group_size=preset.run.group_size,
         info={"steps": preset.run.steps, "eval_every": preset.run.eval_every, "world": world,
               "preset": preset}, save=world.save, load=world.load,
-        describe=lambda ids: {"difficulty": difficulty[np.asarray(ids)]})
+        describe=lambda ids: {"difficulty": difficulty[np.asarray(ids)]},
+        features=PromptFeatures(world.features, world.feature_tokens))

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -87,6 +89,45 @@ class Policy:
     def decode(self, ids) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    @torch.no_grad()
+    def prompt_features(self, prompts: Sequence[Sequence[int]], batch_tokens: int = 16_384) -> np.ndarray:
+        """Each prompt's last hidden state (after the final norm) averaged over its tokens, under
+        the current weights: float32 (len(prompts), hidden size). Prompts (token ids, as
+        ``prompt_ids`` gives them) go through the model in batched forward passes of up to
+        ``batch_tokens`` padded tokens, sorted by length so little is padding; each batch is
+        right-padded and masked, so a prompt's row does not depend on its batch mates."""
+        model = self.model
+        out = np.zeros((len(prompts), model.config.hidden_size), dtype=np.float32)
+        if not prompts:
+            return out
+        keep_one = "logits_to_keep" in inspect.signature(model.forward).parameters
+        was_training = model.training
+        model.eval()
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        start = 0
+        while start < len(order):
+            end = start + 1  # widen the batch while its padded size stays within batch_tokens
+            while end < len(order) and (end - start + 1) * len(prompts[order[end]]) <= batch_tokens:
+                end += 1
+            rows = order[start:end]
+            width = len(prompts[rows[-1]])
+            ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                ids[r, : len(prompts[i])] = torch.as_tensor(list(prompts[i]), dtype=torch.long)
+                mask[r, : len(prompts[i])] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            result = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False,
+                           **({"logits_to_keep": 1} if keep_one else {}))
+            hidden = result.hidden_states[-1].float()
+            weights = mask.to(hidden.dtype)[:, :, None]
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+            out[rows] = pooled.cpu().numpy()
+            start = end
+        if was_training:
+            model.train()
+        return out
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -145,7 +186,7 @@ def load_policy(cfg: ModelConfig, warmup_problems=None) -> Policy:
 
 def char_tokenizer(chars: str = TINY_CHARS):
     """A character-level transformers tokenizer over ``chars`` plus <pad> <bos> <eos> <unk>."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -153,6 +194,9 @@ def char_tokenizer(chars: str = TINY_CHARS):
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.decoder = decoders.Fuse()
+    # tokenizer(text) puts <bos> first, as Policy.prompt_ids does, so a host that tokenizes
+    # prompts itself (TRL's GRPOTrainer, real/trl) gives the model the prompts it was trained on
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
                                    pad_token="<pad>", unk_token="<unk>")
 
@@ -272,6 +316,13 @@ def smollm2_folder() -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    return write_folder(model, tokenizer, folder)
+
+
+def write_folder(model, tokenizer, folder: Path) -> Path:
+    """``model`` and ``tokenizer`` as a transformers folder, written aside and renamed into place,
+    so a process that finds ``folder`` finds it whole; when another process finished first, its
+    copy stays."""
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

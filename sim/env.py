@@ -45,8 +45,16 @@ like sqrt(I): runs whose steps carry few informative rollouts (late GRPO, when m
 collapsed) settle at a larger displacement, so they plateau lower or turn down, while cleaner
 batches (screened groups) hold a higher plateau. ``drift = 0`` removes the mechanism.
 
+Features. ``Environment.features`` gives strategies that predict pass rates (pcl, gps) a noisy
+view of what sets them: prompt i's offset and loadings, each column standardised over the
+prompts, rotated by a fixed random projection with orthonormal rows into 2 (1 + n_skills)
+dimensions, plus Gaussian noise of std ``feature_noise`` per coordinate, drawn once per prompt.
+The features stay fixed while the pass rates move with training, so a predictor must keep
+learning the map, as a value model does on a policy's hidden states. They cost no model pass
+(the ledger counts the prompts, 0 tokens).
+
 Everything is vectorised numpy over prompts and rollouts; a seed fixes the pool, the eval set,
-every reward and length drawn and every update's noise.
+every reward and length drawn, every update's noise and the features.
 """
 
 from __future__ import annotations
@@ -73,7 +81,8 @@ class SimWorld:
     def __init__(self, sc: Scenario, seed: int):
         pool_rng, self.rollout_rng, self.update_rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence([seed, 7]).spawn(3))
-        self.sc = sc
+        self.sc, self.seed = sc, seed
+        self._features: np.ndarray | None = None  # drawn on first use (features)
         total = sc.pool_size + sc.eval_size
         weights, means, stds = (np.array(col, dtype=float) for col in zip(*sc.offsets))
         component = pool_rng.choice(len(weights), size=total, p=weights / weights.sum())
@@ -127,6 +136,27 @@ class SimWorld:
         self.optimizer_steps, self.drawn = state["optimizer_steps"], state["drawn"]
         self.rollout_rng.bit_generator.state = state["rollout_rng"]
         self.update_rng.bit_generator.state = state["update_rng"]
+
+    def features(self, ids: np.ndarray) -> np.ndarray:
+        """The features of prompts ``ids`` (train or held-out): float array (len(ids), 2 (1 +
+        n_skills)), the same for a prompt at every call of a world with this seed."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(self.offset)):
+            raise ValueError("features asked for a prompt outside the pool and the held-out set")
+        if self._features is None:
+            self._features = self._draw_features()
+        return self._features[ids]
+
+    def _draw_features(self) -> np.ndarray:
+        # their own random stream, so drawing them changes no pool, reward or update noise
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 7, 1]))
+        source = np.column_stack([self.offset, self.loading])
+        spread = source.std(axis=0)
+        source = (source - source.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+        k = source.shape[1]
+        rotation, _ = np.linalg.qr(rng.standard_normal((2 * k, k)))  # (2k, k), orthonormal columns
+        noise = self.sc.feature_noise * rng.standard_normal((len(source), 2 * k))
+        return source @ rotation.T + noise
 
     def pass_rate(self, ids: np.ndarray) -> np.ndarray:
         sc = self.sc
@@ -234,4 +264,4 @@ def make_env(scenario: str | Scenario = "default", seed: int = 0, **overrides) -
         epoch_order=lambda rng: rng.permutation(pool),
         train_batch=sc.train_batch, group_size=sc.group_size,
         info={"steps": sc.steps, "world": world}, save=world.save, load=world.load,
-        describe=lambda ids: {"pass_rate": world.pass_rate(ids)})
+        describe=lambda ids: {"pass_rate": world.pass_rate(ids)}, features=world.features)

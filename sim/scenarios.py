@@ -59,6 +59,12 @@ class Scenario:
     train_batch: int = 64  # B of the scenario's baseline
     group_size: int = 16  # n of the scenario's baseline
     steps: int = 300  # default training steps of a comparison
+    # prompt features (Environment.features, for strategies that predict pass rates: pcl, gps):
+    # each prompt's standardised offset and skill loadings, through a fixed random projection
+    # into 2 x (1 + n_skills) dimensions, plus Gaussian noise of this std per coordinate (in
+    # units of a standardised source coordinate). At the default a least-squares fit recovers the
+    # starting pass-rate logits only roughly (R^2 about 0.5); 0 = an exact view
+    feature_noise: float = 1.0
 
     def __post_init__(self):
         object.__setattr__(self, "offsets", tuple(tuple(float(v) for v in c) for c in self.offsets))
@@ -83,6 +89,7 @@ def check(sc: Scenario) -> None:
         (0 <= sc.adam_beta1 < 1 and 0 <= sc.adam_beta2 < 1, "adam_beta1 and adam_beta2 must be in [0, 1)"),
         (sc.noise_scale >= 0, "noise_scale must be >= 0"),
         (sc.drift >= 0, "drift must be >= 0"),
+        (sc.feature_noise >= 0, "feature_noise must be >= 0"),
         (sc.len_correct > 0 and sc.len_wrong > 0 and sc.len_sigma >= 0,
          "len_correct, len_wrong must be > 0 and len_sigma >= 0"),
     ]

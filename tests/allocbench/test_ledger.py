@@ -53,3 +53,38 @@ def test_pilot_requests_count_against_the_budget():
     assert ledger.remaining == 0 and ledger.total.pilot_rollouts == 8
     with pytest.raises(BudgetExhausted):
         ledger.sample({}, pilot={3: 1})
+
+
+def test_counts_feature_prompts_and_tokens_apart_from_rollouts():
+    from allocbench.protocols import PromptFeatures
+
+    table = np.arange(20.0).reshape(10, 2)
+    asked = []
+    features = PromptFeatures(lambda ids: (asked.append(ids.tolist()), table[ids])[1],
+                              tokens=lambda ids: int(3 * len(ids) + ids.sum()))
+    ledger = Ledger(FixedSampler(np.full(10, 0.5)), budget=8, features=features)
+    out = ledger.features([4, 1, 4], by="test")
+    assert out.tolist() == [[8.0, 9.0], [2.0, 3.0], [8.0, 9.0]] and asked == [[4, 1, 4]]
+    assert (ledger.total.feature_prompts, ledger.total.feature_tokens) == (3, 9 + 9)  # a prompt asked twice counts twice
+    assert ledger.total.rollouts == 0 and ledger.total.rounds == 0  # features are no rollouts, spend no budget
+    ledger.sample({0: 8})
+    ledger.begin_step()
+    ledger.features(np.array([0, 2]))
+    assert (ledger.step.feature_prompts, ledger.step.feature_tokens) == (2, 8)
+    assert (ledger.total.feature_prompts, ledger.total.feature_tokens, ledger.total.rollouts) == (5, 26, 8)
+
+
+def test_plain_feature_functions_cost_no_tokens_and_bad_shapes_are_refused():
+    ledger = Ledger(FixedSampler(np.full(10, 0.5)), features=lambda ids: np.ones((len(ids), 3)))
+    assert ledger.features([1, 2]).shape == (2, 3)
+    assert (ledger.total.feature_prompts, ledger.total.feature_tokens) == (2, 0)
+    bad = Ledger(FixedSampler(np.full(10, 0.5)), features=lambda ids: np.ones(len(ids)))
+    with pytest.raises(RuntimeError, match="shape"):
+        bad.features([1, 2])
+
+
+def test_features_without_an_environment_that_has_them_name_who_needs_them():
+    ledger = Ledger(FixedSampler(np.full(10, 0.5)))
+    with pytest.raises(ConfigError, match="pcl needs prompt features"):
+        ledger.features([0, 1], by="pcl")
+    assert ledger.total.feature_prompts == 0

@@ -1,0 +1,5 @@
+import sys
+
+from real.trl.tiny import main
+
+sys.exit(main())
