@@ -47,7 +47,7 @@ class RolloutBandit(Strategy):
 
     Scheduler (the paper's neural bandit, in its simplest form): a one-hidden-layer tanh network
     f(x) fitted online (``FIT_STEPS`` gradient steps per observed gain, each step's gain
-    standardised over the window of the last ``history`` gains, each step weighted once), and a
+    standardised over the window of the last ``gain_window`` gains, each step weighted once), and a
     UCB exploration term on its last layer (Neural-LinUCB): score = f(x) + explore x
     sqrt(phi^T A^-1 phi), phi = (hidden activations, 1), A = lambda I + the sum over the window
     of each step's mean phi phi^T, so uncertainty shrinks with observed steps, not rollouts.
@@ -56,7 +56,7 @@ class RolloutBandit(Strategy):
     Paper symbols: K = ``select_fraction`` x B x n; the buffer's capacity = ``buffer_size``
     (rollouts); the exploration weight = ``explore``; the scheduler's width and learning rate =
     ``hidden`` and ``lr``. Ours: ``max_staleness`` (the real tier's rollout store keeps
-    rollouts 16 steps) and ``history`` (a bounded training window).
+    rollouts 16 steps) and ``gain_window`` (a bounded training window).
 
     Simplified: w_e = 0 (neither sim nor real reports the policy's entropy E_t); the gain is
     one scalar per step shared by every selected rollout and is noisy (consecutive batches hold
@@ -83,7 +83,7 @@ class RolloutBandit(Strategy):
                         search=(4, 64), log=True)
     lr: float = hyper(0.1, "learning rate of the scheduler network", low=0.0, open_low=True,
                       high=10.0, search=(0.01, 1.0), log=True)
-    history: int = hyper(32, "observed gains (steps) the scheduler trains on", low=1,
+    gain_window: int = hyper(32, "observed gains (steps) the scheduler trains on", low=1,
                          search=(4, 128), log=True)
 
     def derive(self, train_batch: int, group_size: int) -> dict:
@@ -108,7 +108,7 @@ class RolloutBandit(Strategy):
         if "pending" in mem:
             mem["replay_x"].append(mem.pop("pending"))
             mem["replay_y"].append(value - mem["value"])
-            del mem["replay_x"][:-self.history], mem["replay_y"][:-self.history]
+            del mem["replay_x"][:-self.gain_window], mem["replay_y"][:-self.gain_window]
             fit(mem["net"], mem["replay_x"], mem["replay_y"], self.lr, FIT_STEPS)
         mem["value"] = value
 

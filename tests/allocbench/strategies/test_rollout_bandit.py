@@ -150,7 +150,7 @@ def test_exploration_bonus_shrinks_where_gains_were_observed():
 def test_ranges_and_derived_buffer():
     for bad in [dict(select_fraction=0.0), dict(select_fraction=5.0), dict(max_staleness=17),
                 dict(max_staleness=-1), dict(buffer_size=0), dict(explore=-0.1), dict(hidden=0),
-                dict(lr=0.0), dict(history=0)]:
+                dict(lr=0.0), dict(gain_window=0)]:
         with pytest.raises(ConfigError):
             ab.make_strategy("rollout_bandit", **bad)
     bandit = ab.make_strategy("rollout_bandit")
