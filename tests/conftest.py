@@ -52,3 +52,32 @@ def fixed_env(pass_rates, train_batch=4, group_size=8, shuffle=False) -> Environ
 @pytest.fixture
 def make_fixed_env():
     return fixed_env
+
+
+def collect_steps(strategy, env: Environment, steps: int, *, seed: int = 0, memory: dict | None = None,
+                  features=None, learn: bool = False):
+    """The runner's allocation loop, step by step, for tests that look inside a strategy: binds
+    it, then yields ``(ctx, groups, calls)`` per step, ``calls`` being the step's sampler
+    requests when the sampler records them (FixedSampler). ``learn`` also runs the
+    environment's learner and passes its report on as ``ctx.last_update``."""
+    from types import MappingProxyType
+
+    from allocbench.data import CandidateStream
+    from allocbench.ledger import Ledger
+    from allocbench.strategy import StepContext
+
+    rng = np.random.default_rng(seed)
+    ledger = Ledger(env.sampler, features=features)
+    candidates = CandidateStream(env.prompt_ids, env.epoch_order, rng)
+    memory = {} if memory is None else memory
+    strategy = strategy.bind(env.train_batch, env.group_size)
+    calls, report = getattr(env.sampler, "calls", []), {}
+    for step in range(1, steps + 1):
+        ledger.begin_step(step)
+        before = len(calls)
+        ctx = StepContext(step, env.train_batch, env.group_size, ledger, candidates, memory, rng,
+                          MappingProxyType(report))
+        groups = strategy.collect(ctx)
+        if learn:
+            report = env.learner.update(groups)
+        yield ctx, groups, calls[before:]

@@ -4,31 +4,18 @@ import numpy as np
 import pytest
 
 import allocbench as ab
-from allocbench.data import CandidateStream
-from allocbench.ledger import Ledger
 from allocbench.strategies.hora import allocate, hit_utility
-from allocbench.strategy import StepContext
 from sim import make_env
-from tests.conftest import fixed_env
+from tests.conftest import collect_steps, fixed_env
 
 # n = 16, base_fraction 1/2: a base group of 8, so 0, 2, 4 and 8 correct (FixedSampler is exact)
 RATES = np.array([0.0, 0.25, 0.5, 1.0])
 
 
 def drive(strategy, env, steps):
-    """Run collect() step by step; return the ledger and [(groups, sampler calls, step spend)]."""
-    rng = np.random.default_rng(0)
-    ledger = Ledger(env.sampler)
-    candidates = CandidateStream(env.prompt_ids, env.epoch_order, rng)
-    memory, log = {}, []
-    strategy = strategy.bind(env.train_batch, env.group_size)
-    for step in range(1, steps + 1):
-        ledger.begin_step(step)
-        before = len(env.sampler.calls)
-        ctx = StepContext(step, env.train_batch, env.group_size, ledger, candidates, memory, rng)
-        groups = strategy.collect(ctx)
-        log.append((groups, env.sampler.calls[before:], ledger.step))
-    return ledger, log
+    """The ledger and [(groups, sampler calls, step spend)] per step."""
+    log = [(ctx.sampler, (groups, calls, ctx.sampler.step)) for ctx, groups, calls in collect_steps(strategy, env, steps)]
+    return log[-1][0], [entry for _, entry in log]
 
 
 def total_hit(a, b, counts):

@@ -4,11 +4,8 @@ import numpy as np
 import pytest
 
 import allocbench as ab
-from allocbench.data import CandidateStream
-from allocbench.ledger import Ledger
-from allocbench.strategy import StepContext
 from sim import make_env
-from tests.conftest import fixed_env
+from tests.conftest import collect_steps, fixed_env
 
 # a hand-made world: pass rate sigmoid(w . x) on 3 features, so a logistic value model can learn it
 RNG = np.random.default_rng(0)
@@ -20,22 +17,18 @@ RATES = 1 / (1 + np.exp(-(X @ W)))
 def drive(strategy, env, steps, features=None, seed=0):
     """collect() step by step through a ledger that has ``features``; returns the ledger,
     the memory and, per step, (pool features, a copy of the memory before the step, groups)."""
-    rng = np.random.default_rng(seed)
     asked = []
-    if features is not None:
-        def counted(ids):
-            asked.append(features(ids))
-            return asked[-1]
-    ledger = Ledger(env.sampler, features=counted if features is not None else None)
-    candidates = CandidateStream(env.prompt_ids, env.epoch_order, rng)
-    memory, log = {}, []
-    strategy = strategy.bind(env.train_batch, env.group_size)
-    for step in range(1, steps + 1):
-        ledger.begin_step(step)
-        before = copy.deepcopy(memory)
-        groups = strategy.collect(StepContext(step, env.train_batch, env.group_size, ledger, candidates, memory, rng))
+
+    def counted(ids):
+        asked.append(features(ids))
+        return asked[-1]
+
+    memory, log, before = {}, [], {}
+    for ctx, groups, _ in collect_steps(strategy, env, steps, seed=seed, memory=memory,
+                                        features=counted if features is not None else None):
         log.append((asked[-1], before, groups))
-    return ledger, memory, log
+        before = copy.deepcopy(memory)  # the next step's memory before it runs
+    return ctx.sampler, memory, log
 
 
 def test_keeps_the_prompts_whose_predicted_success_rate_is_nearest_one_half():

@@ -2,28 +2,16 @@ import numpy as np
 import pytest
 
 import allocbench as ab
-from allocbench.data import CandidateStream
-from allocbench.ledger import Ledger
-from allocbench.strategy import StepContext
-from tests.conftest import fixed_env
+from tests.conftest import collect_steps, fixed_env
 
 # n = 16 and pilot_fraction 0.25: pilot 4 + commit 12, so pilot accuracy is one of 0, .25, .5, .75, 1
 RATES = np.tile([0.0, 0.25, 0.5, 0.75, 1.0], 12)
 
 
 def drive(strategy, env, steps):
-    """Run collect() step by step; return [(step, groups, sampler calls of the step)]."""
-    rng = np.random.default_rng(0)
-    ledger = Ledger(env.sampler)
-    candidates = CandidateStream(env.prompt_ids, env.epoch_order, rng)
-    memory, log = {}, []
-    strategy = strategy.bind(env.train_batch, env.group_size)
-    for step in range(1, steps + 1):
-        before = len(env.sampler.calls)
-        ctx = StepContext(step, env.train_batch, env.group_size, ledger, candidates, memory, rng)
-        groups = strategy.collect(ctx)
-        log.append((step, groups, env.sampler.calls[before:], candidates.epoch, dict(memory["buffer"])))
-    return log
+    """[(step, groups, sampler calls, epoch, buffer)] per step."""
+    return [(ctx.step, groups, calls, ctx.candidates.epoch, dict(ctx.memory["buffer"]))
+            for ctx, groups, calls in collect_steps(strategy, env, steps)]
 
 
 def test_shape_follows_the_paper():

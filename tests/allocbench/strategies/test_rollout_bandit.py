@@ -2,30 +2,19 @@ import numpy as np
 import pytest
 
 import allocbench as ab
-from allocbench.data import CandidateStream
 from allocbench.errors import ConfigError
-from allocbench.ledger import Ledger
 from allocbench.strategies.rollout_bandit import FEATURES, fit, init_net, predict, scores
-from allocbench.strategy import StepContext
 from sim import make_env
-from tests.conftest import fixed_env
+from tests.conftest import collect_steps, fixed_env
 
 REWARD, AGE = 0, 6  # context columns: the rollout's own reward, its age over max_staleness
 
 
 def drive(strategy, env, steps, memory=None):
-    """Run collect() step by step; return the ledger, the memory and [(groups, sampler calls)]."""
-    rng = np.random.default_rng(0)
-    ledger = Ledger(env.sampler)
-    candidates = CandidateStream(env.prompt_ids, env.epoch_order, rng)
-    memory, log = ({} if memory is None else memory), []
-    strategy = strategy.bind(env.train_batch, env.group_size)
-    for step in range(1, steps + 1):
-        before = len(env.sampler.calls)
-        ledger.begin_step(step)
-        ctx = StepContext(step, env.train_batch, env.group_size, ledger, candidates, memory, rng)
-        log.append((strategy.collect(ctx), env.sampler.calls[before:]))
-    return ledger, memory, log
+    """The ledger, the memory and [(groups, sampler calls)] per step."""
+    memory = {} if memory is None else memory
+    log = [(ctx.sampler, (groups, calls)) for ctx, groups, calls in collect_steps(strategy, env, steps, memory=memory)]
+    return log[-1][0], memory, [entry for _, entry in log]
 
 
 def net_preferring(column: int, sign: float, hidden: int = 4) -> dict:
@@ -91,14 +80,9 @@ def test_reuses_buffered_rollouts_at_no_rollout_cost_with_their_ids():
 def test_buffer_stays_within_its_capacity_and_staleness():
     env = fixed_env(np.tile([0.25, 0.5, 0.75], 40), train_batch=4, group_size=8)
     bandit = ab.make_strategy("rollout_bandit", select_fraction=1.5, max_staleness=2, buffer_size=80)
-    memory = {}
-    rng = np.random.default_rng(0)
-    ledger, candidates = Ledger(env.sampler), CandidateStream(env.prompt_ids, env.epoch_order, rng)
-    bound = bandit.bind(4, 8)
     drawn_at = {}
-    for step in range(1, 13):
-        ctx = StepContext(step, 4, 8, ledger, candidates, memory, rng)
-        groups = bound.collect(ctx)
+    for ctx, groups, _ in collect_steps(bandit, env, 12):
+        step, memory, ledger = ctx.step, ctx.memory, ctx.sampler
         drawn_at.update(dict.fromkeys(range(32 * (step - 1), 32 * step), step))
         buffer = memory["buffer"]
         assert len(buffer["id"]) == min(32 * step, 80)  # 32 a step, the oldest leave past 80

@@ -1,34 +1,21 @@
 from math import comb
-from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import allocbench as ab
-from allocbench.data import CandidateStream
-from allocbench.ledger import Ledger
-from allocbench.strategy import StepContext
 from sim import make_env
+from tests.conftest import collect_steps
 
 # B = 16 prompts of n = 16 on the default scenario: 100 steps take a tenth of a second
 SMALL = dict(train_batch=16, pool_size=4000)
 
 
 def drive(strategy, env, steps, seed=0):
-    """The runner's loop, keeping the strategy's memory in view: [(stalled, memory)] per step."""
-    rng = np.random.default_rng(seed)
-    ledger = Ledger(env.sampler)
-    candidates = CandidateStream(env.prompt_ids, env.epoch_order, rng)
-    strategy = strategy.bind(env.train_batch, env.group_size)
-    memory, report, log = {}, {}, []
-    for step in range(1, steps + 1):
-        ctx = StepContext(step, env.train_batch, env.group_size, ledger, candidates, memory, rng,
-                          MappingProxyType(report))
-        groups = strategy.collect(ctx)
-        report = env.learner.update(groups)
-        log.append((strategy.stalled(np.array(memory["pass_rate"])), memory.get("pilot_n")))
-    return log
+    """The runner's loop with the learner, keeping the rule's memory in view: [(stalled, pilot_n)]."""
+    return [(strategy.stalled(np.array(ctx.memory["pass_rate"])), ctx.memory.get("pilot_n"))
+            for ctx, _, _ in collect_steps(strategy, env, steps, seed=seed, learn=True)]
 
 
 def test_saturated_steps_stall_but_stay_uniform():
