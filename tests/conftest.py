@@ -56,28 +56,24 @@ def make_fixed_env():
 
 def collect_steps(strategy, env: Environment, steps: int, *, seed: int = 0, memory: dict | None = None,
                   features=None, learn: bool = False):
-    """The runner's allocation loop, step by step, for tests that look inside a strategy: binds
-    it, then yields ``(ctx, groups, calls)`` per step, ``calls`` being the step's sampler
-    requests when the sampler records them (FixedSampler). ``learn`` also runs the
-    environment's learner and passes its report on as ``ctx.last_update``."""
-    from types import MappingProxyType
+    """The runner's allocation side (``allocbench.runner.Allocation``), step by step, for tests
+    that look inside a strategy: yields ``(ctx, groups, calls)`` per step (``ctx``: the step, the
+    strategy's memory, the candidate stream and the ledger as ``sampler``), ``calls`` being the
+    step's sampler requests when the sampler records them (FixedSampler). ``learn`` also runs
+    the environment's learner and passes its report on as ``ctx.last_update``."""
+    from types import SimpleNamespace
 
-    from allocbench.data import CandidateStream
-    from allocbench.ledger import Ledger
-    from allocbench.strategy import StepContext
+    from allocbench.runner import Allocation
 
-    rng = np.random.default_rng(seed)
-    ledger = Ledger(env.sampler, features=features)
-    candidates = CandidateStream(env.prompt_ids, env.epoch_order, rng)
-    memory = {} if memory is None else memory
-    strategy = strategy.bind(env.train_batch, env.group_size)
+    alloc = Allocation(env.sampler, env.prompt_ids, env.epoch_order, strategy, env.train_batch, env.group_size,
+                       seed, env=env.name, scenario=env.scenario, features=features)
+    if memory is not None:
+        alloc.memory = memory
     calls, report = getattr(env.sampler, "calls", []), {}
     for step in range(1, steps + 1):
-        ledger.begin_step(step)
         before = len(calls)
-        ctx = StepContext(step, env.train_batch, env.group_size, ledger, candidates, memory, rng,
-                          MappingProxyType(report))
-        groups = strategy.collect(ctx)
+        groups = alloc.collect(step, report)
         if learn:
             report = env.learner.update(groups)
-        yield ctx, groups, calls[before:]
+        yield SimpleNamespace(step=step, memory=alloc.memory, candidates=alloc.candidates, sampler=alloc.ledger), \
+            groups, calls[before:]
