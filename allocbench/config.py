@@ -107,6 +107,15 @@ def strategy_params(names: list[str], config: Path | None, sets: list[str]) -> d
     return params
 
 
+def check_bootstrap(n_boot: int, level: float, flag: str = "--n-boot", minimum: int = 10) -> None:
+    """The bootstrap options of a command that reports intervals: enough resamples, a level
+    in [0.5, 1)."""
+    if n_boot < minimum:
+        raise ConfigError(f"{flag} must be at least {minimum}, got {n_boot}")
+    if not 0.5 <= level < 1:
+        raise ConfigError(f"--level must be in [0.5, 1), got {level}")
+
+
 def check_target(target: float | None, flag: str = "--target") -> None:
     if target is not None and not (isinstance(target, (int, float)) and 0 < target <= 1):
         raise ConfigError(f"{flag} must be in (0, 1], got {target}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from allocbench.config import check_target
+from allocbench.config import check_bootstrap, check_target
 from allocbench.errors import ConfigError
 
 
@@ -35,10 +35,7 @@ def cmd_figures(args) -> int:
     bad = [f for f in formats if f not in FORMATS]
     if bad or "png" not in formats:
         raise ConfigError(f"--format takes png (required: the report embeds it) and pdf, got {args.format!r}")
-    if args.boot < 100:
-        raise ConfigError(f"--boot must be at least 100, got {args.boot}")
-    if not 0.5 <= args.level < 1:
-        raise ConfigError(f"--level must be in [0.5, 1), got {args.level}")
+    check_bootstrap(args.boot, args.level, flag="--boot", minimum=100)
     check_target(args.target)
     written = build_report(args.results, args.out, force=args.force, target=args.target,
                            n_boot=args.boot, level=args.level, seed=args.seed, formats=formats)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from allocbench.config import check_bootstrap
 from allocbench.errors import ConfigError
 from analysis.stats import LEVEL, N_BOOT
 
@@ -40,8 +41,8 @@ def add_parser(sub) -> None:
 def scenario_tables(folders: list[Path]) -> list:
     """One table per (env, scenario, steps) found in the folders, in the order first found:
     the same scenario run to another horizon (``--steps``) is another comparison."""
-    from allocbench.schema import read_table
     from analysis.validate import combine
+    from cli.validate import read_runs
 
     found: dict[tuple[str, str, int], list] = {}
     for folder in folders:
@@ -51,11 +52,7 @@ def scenario_tables(folders: list[Path]) -> list:
         if not paths:
             raise ConfigError(f"{folder} holds no runs.parquet, neither itself nor in a scenario subfolder")
         for path in paths:
-            try:
-                table = read_table(path)
-            except (ValueError, OSError) as err:
-                raise ConfigError(f"cannot read {path}: {err}") from None
-            for (env, scenario), part in table.groupby(["env", "scenario"], sort=False):
+            for (env, scenario), part in read_runs(path).groupby(["env", "scenario"], sort=False):
                 found.setdefault((env, scenario, int(part["step"].max())), []).append(part)
     return [combine(parts, f"{env} {scenario} ({steps} steps)") for (env, scenario, steps), parts in found.items()]
 
@@ -72,10 +69,7 @@ def cmd_regret(args) -> int:
         raise ConfigError("--rivals must name at least one strategy other than --strategy")
     if not 0 <= args.tolerance < 1:
         raise ConfigError(f"--tolerance must be in [0, 1), got {args.tolerance}")
-    if args.n_boot < 10:
-        raise ConfigError(f"--n-boot must be at least 10, got {args.n_boot}")
-    if not 0.5 <= args.level < 1:
-        raise ConfigError(f"--level must be in [0.5, 1), got {args.level}")
+    check_bootstrap(args.n_boot, args.level)
     tables = scenario_tables(args.results)
     paths = writable(args.out, FILES, args.force)
     table = regret(tables, args.strategy, rivals, reference=args.reference, tolerance=args.tolerance,

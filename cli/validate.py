@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from allocbench.config import check_target
+from allocbench.config import check_bootstrap, check_target
 from allocbench.errors import ConfigError
 from analysis.stats import LEVEL, N_BOOT
 
@@ -75,15 +75,20 @@ def runs_path(folder: Path, scenario: str | None, side: str) -> Path:
     return folder / subs[0] / "runs.parquet"
 
 
-def read_side(folder: Path, scenario: str | None, side: str):
-    """The table of one side, of one scenario."""
+def read_runs(path: Path, what: str = ""):
+    """A results table, or one ConfigError line naming the file (``what`` prefixes it)."""
     from allocbench.schema import read_table
 
-    path = runs_path(folder, scenario, side)
     try:
-        table = read_table(path)
+        return read_table(path)
     except (ValueError, OSError) as err:
-        raise ConfigError(f"{side} results: cannot read {path}: {err}") from None
+        raise ConfigError(f"{what}cannot read {path}: {err}") from None
+
+
+def read_side(folder: Path, scenario: str | None, side: str):
+    """The table of one side, of one scenario."""
+    path = runs_path(folder, scenario, side)
+    table = read_runs(path, f"{side} results: ")
     if scenario is not None:
         table = table[table["scenario"] == scenario]
         if table.empty:
@@ -97,10 +102,7 @@ def cmd_validate(args) -> int:
 
     check_target(args.sim_target, "--sim-target")
     check_target(args.real_target, "--real-target")
-    if args.n_boot < 10:
-        raise ConfigError(f"--n-boot must be at least 10, got {args.n_boot}")
-    if not 0.5 <= args.level < 1:
-        raise ConfigError(f"--level must be in [0.5, 1), got {args.level}")
+    check_bootstrap(args.n_boot, args.level)
     sim = read_side(args.sim, args.sim_scenario, "sim")
     real = combine([read_side(folder, args.real_scenario, "real") for folder in [args.real, *args.more_real]],
                    "real")
