@@ -12,11 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Callable, Mapping
 
+import inspect
+
 import numpy as np
 
 from allocbench.errors import BudgetExhausted, ConfigError
 from allocbench.groups import GroupLog
-from allocbench.protocols import Outcome, PromptFeatures, Sampler
+from allocbench.protocols import EarlyStop, Outcome, PromptFeatures, Sampler
 
 
 @dataclass
@@ -60,11 +62,16 @@ class Ledger:
             self.log.begin_step(step)
 
     def sample(
-        self, requests: Mapping[int, int], pilot: Mapping[int, int] | None = None
+        self, requests: Mapping[int, int], pilot: Mapping[int, int] | None = None,
+        stop: EarlyStop | None = None,
     ) -> dict[int, Outcome]:
         """One generation round. ``pilot`` requests go into the same round but are counted as
-        screening rollouts. Returns the outcomes by prompt id."""
+        screening rollouts; ``stop`` stops the round's rollouts early (their tokens are counted
+        as generated, up to where each stopped). Returns the outcomes by prompt id."""
         pilot = pilot or {}
+        if stop is not None and "stop" not in inspect.signature(self._sampler.sample).parameters:
+            raise ConfigError(f"early stopping of rollouts (EarlyStop) is not supported by this environment's "
+                              f"sampler ({type(self._sampler).__name__})")
         both = {**requests, **pilot}
         if len(both) != len(requests) + len(pilot):
             raise ValueError("a prompt cannot be both a pilot and a main request in one round")
@@ -77,7 +84,7 @@ class Ledger:
             raise BudgetExhausted(
                 f"request of {asked} rollouts exceeds the remaining budget of {self.remaining}"
             )
-        outcomes = self._sampler.sample(both)
+        outcomes = self._sampler.sample(both) if stop is None else self._sampler.sample(both, stop=stop)
         spend = Spend(
             rollouts=sum(o.n for o in outcomes),
             pilot_rollouts=sum(pilot.values()),

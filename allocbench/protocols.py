@@ -24,6 +24,11 @@ class Outcome:
     ``merge`` concatenates them and a strategy keeping a subset keeps ``rollout_ids[keep]``.
     Samplers always set them; left out (hand-built outcomes in tests), every id is -1,
     "unknown": the simulator does not need them, the real learner refuses them.
+    ``weights`` (float, one per rollout) are importance weights, set only by a round sampled
+    with an ``EarlyStop``: 0 for an aborted rollout (no answer; counted and charged its tokens,
+    never trained on), 1 / keep_prob for one continued past the abort point, 1 otherwise. None:
+    every weight is 1. Learners scale each rollout's share of the group statistics and of the
+    gradient by its weight.
     """
 
     prompt_id: int
@@ -31,6 +36,7 @@ class Outcome:
     tokens: np.ndarray
     reused: int = 0
     rollout_ids: np.ndarray | None = None
+    weights: np.ndarray | None = None
 
     def __post_init__(self):
         if self.rollout_ids is None:
@@ -38,6 +44,13 @@ class Outcome:
         elif len(self.rollout_ids) != len(self.rewards):
             raise ValueError(f"prompt {self.prompt_id}: {len(self.rollout_ids)} rollout ids for "
                              f"{len(self.rewards)} rewards")
+        if self.weights is not None and len(self.weights) != len(self.rewards):
+            raise ValueError(f"prompt {self.prompt_id}: {len(self.weights)} weights for {len(self.rewards)} rewards")
+
+    @property
+    def importance(self) -> np.ndarray:
+        """The rollouts' importance weights (all 1 when none were set)."""
+        return np.ones(len(self.rewards)) if self.weights is None else self.weights
 
     @property
     def n(self) -> int:
@@ -61,6 +74,8 @@ class Outcome:
             np.concatenate([self.tokens, other.tokens]),
             self.reused + other.reused,
             np.concatenate([self.rollout_ids, other.rollout_ids]),
+            None if self.weights is None and other.weights is None
+            else np.concatenate([self.importance, other.importance]),
         )
 
 
@@ -70,6 +85,20 @@ def group_means(groups: Sequence[Outcome]) -> tuple[np.ndarray, np.ndarray]:
     sizes = np.fromiter((len(g.rewards) for g in groups), dtype=np.int64, count=len(groups))
     rewards = np.concatenate([g.rewards for g in groups])
     return sizes, np.add.reduceat(rewards, np.cumsum(sizes) - sizes) / sizes
+
+
+def importance_means(groups: Sequence[Outcome]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``group_means`` under importance weights (``Outcome.weights``), vectorised: each group's
+    summed weights, summed squared weights, trained rollouts (weight > 0) and weighted mean
+    reward sum(w r) / sum(w) (0 for a group whose rollouts were all aborted)."""
+    sizes = np.fromiter((len(g.rewards) for g in groups), dtype=np.int64, count=len(groups))
+    starts = np.cumsum(sizes) - sizes
+    weights = np.concatenate([g.importance for g in groups])
+    rewards = np.concatenate([g.rewards for g in groups])
+    mass = np.add.reduceat(weights, starts)
+    wins = np.add.reduceat(weights * rewards, starts)
+    mean = np.divide(wins, mass, out=np.zeros(len(groups)), where=mass > 0)
+    return mass, np.add.reduceat(weights**2, starts), np.add.reduceat(weights > 0, starts), mean
 
 
 @dataclass(frozen=True)
@@ -86,9 +115,33 @@ class PromptFeatures:
         return self.compute(ids)
 
 
+@dataclass(frozen=True)
+class EarlyStop:
+    """Marker-gated early stopping of a round's rollouts (DUET, arXiv 2605.08441).
+
+    A rollout that has produced no answer marker (``\\boxed{`` in math; in the simulator, whose
+    rollouts answer at their last token, any rollout longer than this) after ``abort_after``
+    generated tokens is aborted there, except with probability ``keep_prob``: then it runs to
+    its end and carries the importance weight 1 / keep_prob, so the rollouts that would have
+    been aborted are represented without bias. A rollout whose answer has closed stops
+    ``answer_tail`` tokens later (the real tier; the simulator's answers end their rollouts).
+    Tokens are charged as generated: an aborted rollout costs ``abort_after`` tokens.
+    """
+
+    abort_after: int
+    keep_prob: float = 0.05
+    answer_tail: int = 0
+
+    def __post_init__(self):
+        if self.abort_after < 1 or not 0 < self.keep_prob <= 1 or self.answer_tail < 0:
+            raise ValueError(f"bad early stop: {self} (abort_after >= 1, 0 < keep_prob <= 1, answer_tail >= 0)")
+
+
 class Sampler(Protocol):
-    def sample(self, requests: Mapping[int, int]) -> list[Outcome]:
-        """One generation round: ``requests`` maps prompt id -> number of rollouts."""
+    def sample(self, requests: Mapping[int, int], stop: EarlyStop | None = None) -> list[Outcome]:
+        """One generation round: ``requests`` maps prompt id -> number of rollouts. ``stop``
+        stops rollouts early (a sampler that cannot takes no ``stop`` argument; the ledger
+        then refuses the request with a clear error)."""
 
 
 class Learner(Protocol):

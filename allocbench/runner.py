@@ -167,7 +167,8 @@ def group_stats(groups: list[Outcome]) -> dict:
     means = np.add.reduceat(rewards, starts) / sizes
     variances = np.add.reduceat(rewards**2, starts) / sizes - means**2
     spread = np.maximum.reduceat(rewards, starts) - np.minimum.reduceat(rewards, starts)
-    return dict(trained_rollouts=len(rewards), reused_rollouts=sum(g.reused for g in groups),
+    aborted = sum(int((g.weights == 0).sum()) for g in groups if g.weights is not None)  # early-stopped
+    return dict(trained_rollouts=len(rewards) - aborted, reused_rollouts=sum(g.reused for g in groups),
                 prompts_trained=len(groups), zero_var_groups=int((spread == 0).sum()),
                 train_reward=float(rewards.mean()), group_reward_var=float(variances.mean()))
 

@@ -26,7 +26,8 @@ COLUMNS = {
     "pilot_rollouts": "of those, rollouts spent on screening (pilot) requests",
     "feature_prompts": "prompts whose features were computed in this step (feature-based strategies: pcl, gps)",
     "feature_tokens": "prompt tokens run through the policy for those features in this step (0 in sim)",
-    "trained_rollouts": "rollouts in the groups trained on this step (reused ones included)",
+    "trained_rollouts": "rollouts in the groups trained on this step (reused ones included; rollouts aborted "
+                        "by early stopping, which carry no gradient, left out)",
     "reused_rollouts": "rollouts trained on that were not generated (cached answers)",
     "rounds": "generation rounds (batched sampler calls) in this step",
     "prompts_seen": "prompt requests served in this step",

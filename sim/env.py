@@ -67,7 +67,7 @@ from typing import Mapping
 import numpy as np
 
 from allocbench.metrics import solved_shares
-from allocbench.protocols import Environment, Outcome, group_means
+from allocbench.protocols import EarlyStop, Environment, Outcome, group_means, importance_means
 from sim.scenarios import Scenario, get_scenario
 
 ADAM_EPS = 1e-8
@@ -190,7 +190,7 @@ class SimSampler:
     def __init__(self, world: SimWorld):
         self.world = world
 
-    def sample(self, requests: Mapping[int, int]) -> list[Outcome]:
+    def sample(self, requests: Mapping[int, int], stop: EarlyStop | None = None) -> list[Outcome]:
         w, sc, rng = self.world, self.world.sc, self.world.rollout_rng
         ids = np.fromiter(requests.keys(), dtype=np.int64, count=len(requests))
         counts = np.fromiter(requests.values(), dtype=np.int64, count=len(requests))
@@ -202,13 +202,29 @@ class SimSampler:
         # log-normal with the given mean: mu = log(mean) - sigma^2 / 2
         lengths = mean_len * np.exp(sc.len_sigma * rng.standard_normal(len(p)) - sc.len_sigma**2 / 2)
         tokens = np.minimum(np.rint(lengths), sc.max_tokens).astype(np.int64)
+        weights = None if stop is None else self._stop_early(rewards, tokens, stop)
         ends = np.cumsum(counts).tolist()
         # rollout ids: a running count of the rollouts drawn (no random draw)
         rollout_ids = np.arange(w.drawn, w.drawn + len(p), dtype=np.int64)
         w.drawn += len(p)
         # slicing views per prompt; np.split costs several times more for thousands of pieces
-        return [Outcome(i, rewards[a:b], tokens[a:b], 0, rollout_ids[a:b])
+        return [Outcome(i, rewards[a:b], tokens[a:b], 0, rollout_ids[a:b],
+                        None if weights is None else weights[a:b])
                 for i, a, b in zip(ids.tolist(), [0] + ends[:-1], ends)]
+
+    def _stop_early(self, rewards: np.ndarray, tokens: np.ndarray, stop: EarlyStop) -> np.ndarray:
+        """Marker-gated abort, in place on ``rewards`` and ``tokens``; returns the importance
+        weights. A simulated rollout answers at its last token, so one longer than
+        ``abort_after`` has no marker there: it is aborted (cut to ``abort_after`` tokens,
+        reward 0, weight 0) unless a draw below ``keep_prob`` lets it finish (weight 1 /
+        keep_prob). Only those rollouts draw, from the rollout stream."""
+        weights = np.ones(len(rewards))
+        late = np.flatnonzero(tokens > stop.abort_after)
+        kept = self.world.rollout_rng.random(len(late)) < stop.keep_prob
+        aborted = late[~kept]
+        weights[late[kept]] = 1.0 / stop.keep_prob
+        weights[aborted], rewards[aborted], tokens[aborted] = 0.0, 0.0, stop.abort_after
+        return weights
 
 
 class SimLearner:
@@ -220,24 +236,33 @@ class SimLearner:
         if not groups:
             return {"signal": 0.0, "informative_samples": 0, "zero_adv_share": float("nan")}
         ids = np.fromiter((g.prompt_id for g in groups), dtype=np.int64, count=len(groups))
-        n, mean = group_means(groups)
-        total = int(n.sum())
+        # n: each group's rollouts, as weights count them (their sum under importance weights)
+        if any(g.weights is not None for g in groups):  # a round stopped early (EarlyStop)
+            n, squares, trained, mean = importance_means(groups)
+        else:
+            n, mean = group_means(groups)
+            squares = trained = n
+        total = int(trained.sum())  # the rollouts trained on: the token-mean's denominator
+        if total == 0:  # every rollout aborted: nothing to train on
+            return {"signal": 0.0, "informative_samples": 0, "zero_adv_share": float("nan")}
         std = np.sqrt(mean * (1 - mean))
-        informative = int(n[std > 0].sum())  # = sum of squared normalised advantages
+        informative = int(trained[std > 0].sum())
+        # sum of squared normalised advantages: each rollout's A^2 times its weight^2
+        noise_samples = float(squares[std > 0].sum())
         # per-rollout signal of each group along (skills, nuisance directions)
         chain = 1.0 / np.cosh(w.skill / sc.skill_cap) ** 2
         pull = -2.0 * sc.drift * w.nuisance / max(sc.nuisance_dims, 1)
         per_rollout = std[:, None] * w.loading[ids] * chain  # the skills' part; the nuisance's is std * pull
         mass = float(n @ std)
         summed = np.concatenate([n @ per_rollout, mass * pull])
-        noise_std = np.sqrt(w.noise_var * informative / len(w.params)) / total
+        noise_std = np.sqrt(w.noise_var * noise_samples / len(w.params)) / total
         w.step(summed / total + noise_std * w.update_rng.standard_normal(len(w.params)))
         # |E g|^2 without the batch's own sampling spread (the estimator the real learner uses,
         # over groups: the cross terms of the sum), and the noise's trace per rollout
-        pairs = total**2 - float(n @ n)
+        pairs = float(n.sum())**2 - float(n @ n)
         own = float((n**2) @ (per_rollout**2).sum(axis=1)) + float((n * std) @ (n * std)) * float(pull @ pull)
         grad_sq = (float(summed @ summed) - own) / pairs if pairs > 0 else float("nan")
-        trace = w.noise_var * informative / total
+        trace = w.noise_var * noise_samples / total
         return {"signal": mass / total, "noise_grad_sq": grad_sq, "noise_trace": trace,
                 "noise_scale": trace / grad_sq if grad_sq else float("nan"),
                 "informative_samples": informative, "zero_adv_share": 1 - informative / total}
