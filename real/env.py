@@ -10,9 +10,11 @@ The environment, not the GRPO learner, owns the generation engine's housekeeping
 the GPU for the learner), runs the GRPO step, pushes the new weights into the engine after it
 (which wakes it) and ends the rollout store's training step (retention, real/rollouts.py). A
 step with no groups changes no weights: no sleep, no push. The sampler gives every rollout
-the store's id (``Outcome.rollout_ids``). ``features`` (Environment.features) are the current
-policy's pooled last hidden states of the prompts, counted by the ledger in prompts and prompt
-tokens and timed in the learner's report (``time_features_s``).
+the store's id (``Outcome.rollout_ids``) and, for a round with early stopping, its importance
+weight (``Outcome.weights``; the torch backend stops rollouts, an aborted one scores 0).
+``features`` (Environment.features) are the current policy's pooled last hidden states of the
+prompts, counted by the ledger in prompts and prompt tokens and timed in the learner's report
+(``time_features_s``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 
 from allocbench.errors import ConfigError
 from allocbench.metrics import solved_shares
-from allocbench.protocols import Environment, Outcome, PromptFeatures
+from allocbench.protocols import EarlyStop, Environment, Outcome, PromptFeatures
 from real import presets as P
 from real.backends import SamplingParams, backend_options, make_backend, resolve_backend
 from real.data import Problem, load_problems
@@ -89,7 +91,9 @@ class RealSampler:
     def __init__(self, world: "RealWorld"):
         self.world = world
 
-    def sample(self, requests: Mapping[int, int]) -> list[Outcome]:
+    def sample(self, requests: Mapping[int, int], stop: EarlyStop | None = None) -> list[Outcome]:
+        """``stop``: early stopping (the backend stops the rollouts; an aborted one scores 0
+        whatever it wrote, and the outcomes carry the rollouts' importance ``weights``)."""
         w = self.world
         ids = [int(i) for i in requests]
         counts = [int(requests[i]) for i in requests]
@@ -97,11 +101,21 @@ class RealSampler:
             if not 0 <= i < len(w.train):
                 raise ValueError(f"request for prompt {i} outside the training pool of {len(w.train)}")
         start = time.perf_counter()
-        completions = w.backend.generate([w.prompt_ids(i) for i in ids], counts, w.sampling)
+        prompts = [w.prompt_ids(i) for i in ids]
+        if stop is None:
+            completions = w.backend.generate(prompts, counts, w.sampling)
+        else:
+            completions = w.backend.generate(prompts, counts, w.sampling, stop=stop)
         mid = time.perf_counter()
-        texts = [w.policy.decode(c.ids) for cs in completions for c in cs]
+        flat = [c for cs in completions for c in cs]
+        texts = [w.policy.decode(c.ids) for c in flat]
         answers = [w.train[i].answer for i, c in zip(ids, counts) for _ in range(c)]
-        rewards = w.verifier.score_many(texts, answers)
+        if stop is None:
+            rewards = w.verifier.score_many(texts, answers)
+        else:  # an aborted rollout scores 0 unread
+            scored = [k for k, c in enumerate(flat) if c.weight > 0]
+            rewards = np.zeros(len(flat), dtype=np.float64)
+            rewards[scored] = w.verifier.score_many([texts[k] for k in scored], [answers[k] for k in scored])
         end = time.perf_counter()
         w.timer.add("time_gen_s", mid - start)
         w.timer.add("time_score_s", end - mid)
@@ -114,7 +128,8 @@ class RealSampler:
             rollout_ids = w.store.add([Rollout(i, c.ids, c.logprobs, float(x), version, c.finished)
                                        for c, x in zip(cs, r)])
             w.timer.add("gen_tokens", float(tokens.sum()))
-            outcomes.append(Outcome(i, r.astype(np.float64), tokens, 0, rollout_ids))
+            weights = None if stop is None else np.array([c.weight for c in cs], dtype=np.float64)
+            outcomes.append(Outcome(i, r.astype(np.float64), tokens, 0, rollout_ids, weights))
         return outcomes
 
 

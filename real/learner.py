@@ -11,6 +11,11 @@ Objective (DAPO-style GRPO):
   std (ddof 0; a one-rollout group gets advantage 0), or ``r - mean`` with
   ``norm_adv_by_std=False`` (``group_advantages``); a group whose rewards are all equal
   contributes no gradient but its tokens still count in the token-mean denominator, as in verl;
+- early stopping (a group with importance ``weights``, DUET): the rollouts aborted (weight 0)
+  are left out of the batch (no gradient, no tokens in the denominator); the group's mean and
+  std are weighted by the importance weights and each kept rollout's advantage is scaled by
+  its weight, ``w (r - mean) / (std + 1e-6)``; a group whose rollouts were all aborted
+  contributes nothing;
 - the clipped importance ratio with clip-higher, ``max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))``.
   The old log-probabilities (``old_logprobs``): ``"recompute"`` (default, as verl) takes every
   row's under the current weights before the update, so the ratio is 1 for all rows at the
@@ -57,13 +62,28 @@ LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 OLD_LOGPROBS = ("recompute", "behaviour")
 
 
-def group_advantages(rewards: np.ndarray, norm_by_std: bool = True) -> np.ndarray:
+def group_advantages(rewards: np.ndarray, norm_by_std: bool = True, weights: np.ndarray | None = None) -> np.ndarray:
     """One group's advantages: ``r - mean``, divided by ``std + 1e-6`` (population std) when
-    ``norm_by_std``."""
+    ``norm_by_std``. With importance ``weights`` (early stopping, ``Outcome.weights``) the
+    statistics are weighted, mean = sum(w r) / sum(w) and std = sqrt(sum(w (r - mean)^2) / sum(w)),
+    and each advantage is scaled by its weight, ``w (r - mean) / (std + 1e-6)``: 0 for a weight
+    of 0 (all 0 when every weight is)."""
     rewards = np.asarray(rewards, dtype=np.float64)
-    adv = rewards - rewards.mean()
+    if weights is None:
+        adv = rewards - rewards.mean()
+        if norm_by_std:
+            adv = adv / (rewards.std() + 1e-6)
+        return adv
+    weights = np.asarray(weights, dtype=np.float64)
+    if len(weights) != len(rewards):
+        raise ValueError(f"{len(weights)} weights for {len(rewards)} rewards")
+    total = weights.sum()
+    if total <= 0:
+        return np.zeros_like(rewards)
+    centred = rewards - (weights * rewards).sum() / total
+    adv = weights * centred
     if norm_by_std:
-        adv = adv / (rewards.std() + 1e-6)
+        adv = adv / (np.sqrt((weights * centred**2).sum() / total) + 1e-6)
     return adv
 
 
@@ -107,9 +127,17 @@ class GRPOLearner:
             if any(r.prompt_id != g.prompt_id for r in rs) or not np.array_equal(rewards, g.rewards):
                 raise RuntimeError(f"prompt {g.prompt_id}: the group's rollout ids name rollouts of another "
                                    "prompt or with other rewards than the group's")
-            rollouts += rs
-            advantages.append(group_advantages(rewards, self.cfg.norm_adv_by_std))
+            if g.weights is None:
+                rollouts += rs
+                advantages.append(group_advantages(rewards, self.cfg.norm_adv_by_std))
+            else:  # early stopping: aborted rollouts (weight 0) are left out of the batch
+                adv = group_advantages(rewards, self.cfg.norm_adv_by_std, g.weights)
+                keep = np.flatnonzero(np.asarray(g.weights) > 0)
+                rollouts += [rs[j] for j in keep]
+                advantages.append(adv[keep])
         store_s = time.perf_counter() - store_start
+        if not rollouts:  # every rollout aborted: nothing to learn
+            return {**self._empty(), "time_store_s": store_s}
         stats = self.step(rollouts, np.concatenate(advantages).astype(np.float32))
         return {**stats, "time_store_s": store_s}
 

@@ -70,6 +70,68 @@ def last_boxed(text: str) -> str | None:
     return found
 
 
+class AnswerScan:
+    """Where a completion being generated stands with its boxed answer, fed piece by piece
+    (each new token's text) so a long completion is scanned once: ``marker`` once a
+    ``\\boxed`` (or ``\\fbox``, the markers ``last_boxed`` reads) has appeared, ``closed_at``
+    (the index in the text just past the matched closing brace) once the first brace-delimited
+    boxed answer has closed; None before. ``\\boxed 5`` (no brace) is a marker that closes
+    nothing."""
+
+    _LONGEST = max(len("\\boxed"), len("\\fbox"))  # a marker may be cut between two pieces
+
+    def __init__(self):
+        self.marker = False
+        self.closed_at: int | None = None
+        self._buf = ""  # the text not yet settled (a possible marker's beginning), from index _start
+        self._start = 0
+        self._depth = 0  # > 0: inside a boxed answer's braces
+        self._after_marker = False  # a marker seen, its first non-space character not yet
+
+    def feed(self, piece: str) -> None:
+        if self.closed_at is not None:
+            return
+        buf, i = self._buf + piece, 0
+        while self.closed_at is None and i < len(buf):
+            if self._depth > 0:
+                j = i
+                while j < len(buf):
+                    c = buf[j]
+                    j += 1
+                    if c == "{":
+                        self._depth += 1
+                    elif c == "}":
+                        self._depth -= 1
+                        if self._depth == 0:
+                            self.closed_at = self._start + j
+                            break
+                i = j
+            elif self._after_marker:
+                while i < len(buf) and buf[i].isspace():
+                    i += 1
+                if i < len(buf):
+                    self._after_marker = False
+                    if buf[i] == "{":
+                        self._depth, i = 1, i + 1
+            else:
+                m = _BOX.search(buf, i)
+                if m is None:  # only a marker's beginning at the end may still be completed
+                    i = max(i, len(buf) - self._LONGEST + 1)
+                    break
+                self.marker, self._after_marker, i = True, True, m.end()
+        self._start += i
+        self._buf = buf[i:]
+
+
+def answer_state(text: str) -> tuple[bool, int | None]:
+    """(whether an answer marker ``\\boxed`` appears in ``text``, the index just past the closing
+    brace of its first brace-delimited boxed answer or None while none has closed): what early
+    stopping of rollouts (``allocbench.protocols.EarlyStop``) reads."""
+    scan = AnswerScan()
+    scan.feed(text)
+    return scan.marker, scan.closed_at
+
+
 _MV = None  # math_verify's parse/verify and configs, imported on first use (slow import)
 
 

@@ -17,6 +17,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from allocbench.errors import ConfigError
+from allocbench.protocols import EarlyStop
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,10 @@ class SamplingParams:
 class Completion:
     ids: np.ndarray  # generated token ids, the stop token included when one was generated
     logprobs: np.ndarray  # float32, one per generated token: behaviour log-probabilities
-    finished: bool  # stopped on EOS (False: cut at max_new_tokens)
+    finished: bool  # stopped on EOS, or where early stopping ended a closed answer (False: cut at
+    # max_new_tokens, or aborted by early stopping)
+    weight: float = 1.0  # importance weight under early stopping: 0 aborted, 1 / keep_prob continued past
+    # the abort point, 1 otherwise (and always without early stopping)
 
     @property
     def n_tokens(self) -> int:
@@ -43,9 +47,12 @@ class Completion:
 
 class GenerationBackend(Protocol):
     def generate(self, prompts: Sequence[Sequence[int]], counts: Sequence[int], params: SamplingParams,
-                 generator=None) -> list[list[Completion]]:
+                 generator=None, stop: EarlyStop | None = None) -> list[list[Completion]]:
         """``counts[i]`` completions of ``prompts[i]`` for every i, in one generation round;
-        ``generator`` is the random stream to sample from (the backend's own when None)."""
+        ``generator`` is the random stream to sample from (the backend's own when None).
+        ``stop`` stops rollouts early on the answer marker (``allocbench.protocols.EarlyStop``,
+        the marker read by ``real.verifier.AnswerScan``); a backend that cannot raises
+        ConfigError."""
 
     def update_weights(self) -> None:
         """Called after every optimizer step (a backend with its own copy of the weights syncs)."""

@@ -24,6 +24,9 @@ else is in the batch) and a checkpoint of the stream resumes a run exactly. ``se
 False`` leaves sampling to vLLM's own stream (on GPU, seeded requests make vLLM fall back from
 its fused sampling kernel to a per-row loop).
 
+Early stopping of rollouts (``stop``, DUET's marker-gated aborts) is not supported: a round
+asked with one raises ConfigError (use the torch backend).
+
 GPU: with ``sleep_mode`` the engine is built with ``enable_sleep_mode=True``; ``sleep()``
 (called by the learner before its step) offloads the engine's weights and drops its KV cache,
 so learner and engine share one GPU; ``update_weights`` wakes it, pushes and restores the KV
@@ -124,7 +127,8 @@ class VLLMBackend:
 
     # ------------------------------------------------------------------ the backend protocol
     def generate(self, prompts: Sequence[Sequence[int]], counts: Sequence[int], params: SamplingParams,
-                 generator: torch.Generator | None = None) -> list[list[Completion]]:
+                 generator: torch.Generator | None = None, stop=None) -> list[list[Completion]]:
+        refuse_early_stop(stop)
         self._wake()
         seeds = self._seeds(len(prompts), generator)
         jobs = [i for i, c in enumerate(counts) if c > 0]
@@ -209,6 +213,13 @@ class VLLMBackend:
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
+
+
+def refuse_early_stop(stop) -> None:
+    """vLLM cannot stop rows on the answer marker (``allocbench.protocols.EarlyStop``)."""
+    if stop is not None:
+        raise ConfigError("early stopping of rollouts (duet) needs generation.backend = torch; the vllm backend "
+                          "cannot stop rollouts on the answer marker")
 
 
 def _model_config(model):

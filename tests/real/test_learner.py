@@ -165,8 +165,8 @@ def test_no_registered_strategy_trains_rollouts_older_than_the_default_retention
     drawn_at, ages, sampler, learner = {}, [0], env.sampler, env.learner
 
     class Sampler:
-        def sample(self, requests):
-            outcomes = sampler.sample(requests)
+        def sample(self, requests, stop=None):
+            outcomes = sampler.sample(requests, stop=stop)
             for o in outcomes:
                 drawn_at.update(dict.fromkeys(o.rollout_ids.tolist(), len(ages) - 1))
             return outcomes
