@@ -23,6 +23,11 @@ the pool (which prompts stay unsolved). So the study searches that std (``offset
 value's weights and means are refitted by EM, and the ``start`` part of the discrepancy charges
 the likelihood the counts lose against the free fit.
 
+Lengths. Token counts do not enter the discrepancy (it is measured in rollouts), but token-based
+rules (duet's abort horizon) and ``tokens_to_target`` read them: ``len_correct``, ``len_wrong``,
+``len_sigma`` and ``max_tokens`` are set from the fitting runs' generated groups
+(``fit_lengths``), not searched.
+
 Dynamics. An Optuna study (TPE, seeded; resumable in any Optuna RDB storage, SQLite by default)
 searches ``SPACE``: ``lr`` and ``noise_scale`` (log), ``drift``, ``skill_cap`` and
 ``loading_concentration`` (log), ``loading_spread`` (how unequally learnable the prompts are:
@@ -109,6 +114,7 @@ WINDOWS = 20  # zero-variance windows over a run
 THIRDS = 3  # pass-rate histograms over a run
 START_GROUPS = 256  # groups of the first steps that set the starting pass rates (without a probe)
 START_KINDS = ("main", "pilot")  # requests drawn uniformly from the pool
+LENGTH_KINDS = ("main", "pilot", "commit")  # generated rollouts (reused ones cost no tokens)
 COMPONENTS = 3
 GRID = np.linspace(-12.0, 12.0, 481)  # logit grid of the offsets fit
 STD_RANGE = (0.25, 3.0)  # the shared std of the offset components (free fit)
@@ -135,7 +141,8 @@ def read_runs(folder: Path, strategies: tuple[str, ...], allow_sim: bool = False
     runs, groups = _read(folder / "runs.parquet"), _read(folder / "groups.parquet")
     need = {"runs.parquet": (runs, ("env", "strategy", "seed", "step", "cum_rollouts", "eval_acc", "zero_var_groups",
                                     "prompts_trained", "train_batch", "group_size")),
-            "groups.parquet": (groups, ("strategy", "seed", "step", "kind", "n", "correct", "trained", "trained_step"))}
+            "groups.parquet": (groups, ("strategy", "seed", "step", "kind", "n", "correct", "tokens", "trained",
+                                        "trained_step"))}
     for name, (table, columns) in need.items():
         missing = [c for c in columns if c not in table.columns]
         if missing:
@@ -297,6 +304,25 @@ def fit_offsets(correct, n, source: str = "", std: float | None = None, starts=N
     order = np.argsort(mu)
     offsets = tuple((round(float(w[i]), 4), round(float(mu[i]), 3), round(sd, 3)) for i in order)
     return OffsetFit(offsets, ll, int(len(correct)), source)
+
+
+def fit_lengths(groups: pd.DataFrame) -> dict:
+    """The scenario's length fields from the generated groups (``LENGTH_KINDS``): ``len_correct``
+    and ``len_wrong`` by least squares of each group's tokens on its correct and wrong rollouts,
+    ``len_sigma`` from the groups' mean lengths around that fit (a group mean of n log-normal
+    lengths has variance (exp(sigma^2) - 1) L^2 / n), ``max_tokens`` the longest group mean,
+    rounded up (the per-rollout maximum is not logged)."""
+    rows = groups[groups["kind"].isin(LENGTH_KINDS) & (groups["n"] > 0)]
+    n, correct, tokens = (rows[c].to_numpy(dtype=float) for c in ("n", "correct", "tokens"))
+    if len(rows) < 2:
+        raise ConfigError("too few generated groups to fit rollout lengths")
+    design = np.column_stack([correct, n - correct])
+    (len_correct, len_wrong), *_ = np.linalg.lstsq(design, tokens, rcond=None)
+    len_correct, len_wrong = (max(float(x), 1.0) for x in (len_correct, len_wrong))
+    expected = (correct * len_correct + (n - correct) * len_wrong) / n
+    spread = float(np.mean(n * (tokens / n - expected) ** 2) / np.mean(expected**2))
+    return {"len_correct": len_correct, "len_wrong": len_wrong, "len_sigma": math.sqrt(math.log1p(max(spread, 0.0))),
+            "max_tokens": int(math.ceil((tokens / n).max()))}
 
 
 def start_counts(groups: pd.DataFrame, probe: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -593,7 +619,7 @@ def prepare(folder: Path, strategies: tuple[str, ...] = ("grpo",), *, probe: pd.
     B, N = int(runs["train_batch"].iloc[0]), int(runs["group_size"].iloc[0])
     where = f"{', '.join(strategies)} in {folder}"
     base_sc = with_fields(base_sc, dict(pool_size=int(pool), offsets=offsets.offsets, train_batch=B, group_size=N,
-                                        steps=steps), f"calibration of {where}")
+                                        steps=steps, **fit_lengths(groups)), f"calibration of {where}")
     settings = {s: strategy_settings(runs, s) for s in strategies}
     acc0 = float(runs.loc[(runs["step"] == 0), "eval_acc"].mean())
     return Setup(source=str(Path(folder).resolve()), base=base_sc, strategies=settings, seeds=seeds, steps=steps,

@@ -229,3 +229,21 @@ def test_calibration_needs_no_scipy():
             "print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_fit_lengths_recovers_the_length_model_from_group_sums():
+    from sim.calibrate import fit_lengths
+
+    rng = np.random.default_rng(0)
+    n, sigma, means = 8, 0.3, {1: 100.0, 0: 300.0}  # correct rollouts short, wrong ones long
+    rows = []
+    for _ in range(3000):
+        rewards = rng.random(n) < 0.4
+        mean_len = np.where(rewards, means[1], means[0])
+        lengths = np.rint(mean_len * np.exp(sigma * rng.standard_normal(n) - sigma**2 / 2))
+        rows.append(dict(kind="main", n=n, correct=int(rewards.sum()), tokens=int(lengths.sum())))
+    rows.append(dict(kind="reused", n=1, correct=1, tokens=0))  # cached answers cost no tokens: ignored
+    fit = fit_lengths(pd.DataFrame(rows))
+    assert fit["len_correct"] == pytest.approx(100.0, rel=0.05) and fit["len_wrong"] == pytest.approx(300.0, rel=0.03)
+    assert fit["len_sigma"] == pytest.approx(sigma, abs=0.05)
+    assert fit["max_tokens"] >= max(r["tokens"] / r["n"] for r in rows)
