@@ -434,6 +434,10 @@ def pilot_fraction_ablation(table: pd.DataFrame, target: float, param: str = "pi
             ax.axhspan(lo, hi, color=color(ref), alpha=0.12, lw=0)
         ymax = max(ymax, np.nanmax([pt[ref], hi]))
     ax.set_ylim(0, ymax * 1.12 if ymax > 0 else 1)
+    # every value tried, reached or not: annotations alone do not widen the axis
+    values = arms[col].astype(float)
+    pad = 0.08 * (values.max() - values.min())
+    ax.set_xlim(values.min() - pad, values.max() + pad)
     ax.yaxis.set_major_formatter(EngFormatter(sep=""))
     ax.set(xlabel=param.replace("_", " "), ylabel="rollouts to target",
            title=_label(table, f", target {target:.3f}"))

@@ -123,6 +123,15 @@ def test_pilot_fraction_ablation():
     assert len(refs) == 2 and refs[0].get_ydata()[0] == 400
 
 
+def test_pilot_fraction_ablation_spans_values_that_never_reach_the_target():
+    arms = [make_table(strategies=("fast",), hp={"fast": {"pilot_fraction": f}}) for f in (0.25, 0.58)]
+    for arm in arms:
+        arm["eval_acc"] -= 0.5  # neither arm reaches 0.7: only "not reached" marks, no points
+    table = pd.concat([*arms, make_table(strategies=("grpo",))], ignore_index=True)
+    lo, hi = F.pilot_fraction_ablation(table, 0.7, n_boot=50).axes[0].get_xlim()
+    assert lo < 0.25 and hi > 0.58 and hi - lo < 1  # the marks sit inside the axis, not far outside
+
+
 def test_pilot_fraction_ablation_needs_two_values(table):
     with pytest.raises(F.NoData, match="fewer than two values"):
         F.pilot_fraction_ablation(make_table(hp={"fast": {"pilot_fraction": 0.25}}), 0.7)
