@@ -114,18 +114,32 @@ class DUET(Strategy):
 def proportional(score: np.ndarray, total: int, low: int, high: int) -> np.ndarray:
     """Integer counts in [low, high] summing to ``total`` (or to len x high when that is less),
     as near proportional to ``score`` as the bounds allow: the scale lam with sum clip(lam
-    score, low, high) = total found by bisection, then floors topped up by the largest
-    remainders."""
+    score, low, high) = total, then floors topped up by the largest remainders."""
     total = min(total, high * len(score))
     score = np.maximum(np.asarray(score, dtype=float), 1e-12)
-    lo, hi = 0.0, float(high) / score.min()
-    for _ in range(100):  # the clipped sum rises with lam; 100 halvings reach float precision
-        lam = (lo + hi) / 2
-        lo, hi = (lam, hi) if np.clip(lam * score, low, high).sum() < total else (lo, lam)
-    share = np.clip(hi * score, low, high)
-    counts = np.floor(share).astype(np.int64)
+    share = np.clip(clipped_scale(score, total, low, high) * score, low, high)
+    counts = np.floor(share + 1e-9).astype(np.int64)  # + 1e-9: a share a rounding below an integer is it
     short = int(total - counts.sum())
     if short > 0:  # the largest remainders, among prompts below the cap
         room = np.where(counts < high, share - counts, -1.0)
         counts[np.argsort(-room, kind="stable")[:short]] += 1
     return counts
+
+
+def clipped_scale(score: np.ndarray, total: float, low: float, high: float) -> float:
+    """The lam >= 0 with sum_i clip(lam score_i, low, high) = total (low x len <= total <= high x
+    len, score > 0), exactly: the sum is piecewise linear in lam with breakpoints low / score_i
+    and high / score_i, so it is evaluated at every breakpoint at once (sorted scores and their
+    cumulative sums) and solved on the segment that crosses ``total``."""
+    s = np.sort(score)
+    cum = np.r_[0.0, np.cumsum(s)]
+    lam = np.unique(np.r_[low / s, high / s])
+    lam = lam[lam > 0]
+    at_low = np.searchsorted(s, low / lam, side="left")  # scores whose share is clipped up to low
+    below_high = np.searchsorted(s, high / lam, side="right")  # from here on, clipped down to high
+    f = low * at_low + high * (len(s) - below_high) + lam * (cum[below_high] - cum[at_low])
+    lam, f = np.r_[0.0, lam], np.r_[low * len(s), f]  # at lam = 0 every share is low
+    k = int(np.searchsorted(f, total, side="left"))
+    if k == 0 or f[k] == total:
+        return float(lam[min(k, len(lam) - 1)])
+    return float(lam[k - 1] + (total - f[k - 1]) * (lam[k] - lam[k - 1]) / (f[k] - f[k - 1]))
