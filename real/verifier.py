@@ -123,15 +123,6 @@ class AnswerScan:
         self._buf = buf[i:]
 
 
-def answer_state(text: str) -> tuple[bool, int | None]:
-    """(whether an answer marker ``\\boxed`` appears in ``text``, the index just past the closing
-    brace of its first brace-delimited boxed answer or None while none has closed): what early
-    stopping of rollouts (``allocbench.protocols.EarlyStop``) reads."""
-    scan = AnswerScan()
-    scan.feed(text)
-    return scan.marker, scan.closed_at
-
-
 _MV = None  # math_verify's parse/verify and configs, imported on first use (slow import)
 
 

@@ -18,8 +18,16 @@ from real import make_env  # noqa: E402
 from real.backends import SamplingParams  # noqa: E402
 from real.backends.torch_backend import TorchBackend  # noqa: E402
 from real.learner import group_advantages  # noqa: E402
-from real.verifier import AnswerScan, answer_state, last_boxed  # noqa: E402
+from real.verifier import AnswerScan, last_boxed  # noqa: E402
 from tests.real.conftest import SMALL  # noqa: E402
+
+
+def answer_state(text: str) -> tuple[bool, int | None]:
+    """(marker seen, index past the first closed boxed answer) of a whole text, by one scan."""
+    scan = AnswerScan()
+    scan.feed(text)
+    return scan.marker, scan.closed_at
+
 
 # long enough for the tiny model's whole answers (``\boxed{88}`` and EOS, 11-13 tokens)
 OVERRIDES = {**SMALL, "generation.max_new_tokens": 14}
