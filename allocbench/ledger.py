@@ -9,10 +9,9 @@ and prompt tokens they cost are counted apart from the rollouts.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, fields
 from typing import Callable, Mapping
-
-import inspect
 
 import numpy as np
 
@@ -46,6 +45,7 @@ class Ledger:
         if budget is not None and budget <= 0:
             raise ConfigError(f"rollout budget must be positive, got {budget}")
         self._sampler = sampler
+        self._can_stop = "stop" in inspect.signature(sampler.sample).parameters  # EarlyStop
         self._features = features  # the environment's prompt features (Environment.features)
         self.budget = budget
         self.log = log  # the per-group log, when the run keeps one
@@ -69,7 +69,7 @@ class Ledger:
         screening rollouts; ``stop`` stops the round's rollouts early (their tokens are counted
         as generated, up to where each stopped). Returns the outcomes by prompt id."""
         pilot = pilot or {}
-        if stop is not None and "stop" not in inspect.signature(self._sampler.sample).parameters:
+        if stop is not None and not self._can_stop:
             raise ConfigError(f"early stopping of rollouts (EarlyStop) is not supported by this environment's "
                               f"sampler ({type(self._sampler).__name__})")
         both = {**requests, **pilot}

@@ -93,7 +93,8 @@ def importance_means(groups: Sequence[Outcome]) -> tuple[np.ndarray, np.ndarray,
     reward sum(w r) / sum(w) (0 for a group whose rollouts were all aborted)."""
     sizes = np.fromiter((len(g.rewards) for g in groups), dtype=np.int64, count=len(groups))
     starts = np.cumsum(sizes) - sizes
-    weights = np.concatenate([g.importance for g in groups])
+    weights = (np.concatenate([g.importance for g in groups]) if any(g.weights is not None for g in groups)
+               else np.ones(int(sizes.sum())))
     rewards = np.concatenate([g.rewards for g in groups])
     mass = np.add.reduceat(weights, starts)
     wins = np.add.reduceat(weights * rewards, starts)

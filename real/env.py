@@ -101,21 +101,14 @@ class RealSampler:
             if not 0 <= i < len(w.train):
                 raise ValueError(f"request for prompt {i} outside the training pool of {len(w.train)}")
         start = time.perf_counter()
-        prompts = [w.prompt_ids(i) for i in ids]
-        if stop is None:
-            completions = w.backend.generate(prompts, counts, w.sampling)
-        else:
-            completions = w.backend.generate(prompts, counts, w.sampling, stop=stop)
+        completions = w.backend.generate([w.prompt_ids(i) for i in ids], counts, w.sampling, stop=stop)
         mid = time.perf_counter()
         flat = [c for cs in completions for c in cs]
-        texts = [w.policy.decode(c.ids) for c in flat]
         answers = [w.train[i].answer for i, c in zip(ids, counts) for _ in range(c)]
-        if stop is None:
-            rewards = w.verifier.score_many(texts, answers)
-        else:  # an aborted rollout scores 0 unread
-            scored = [k for k, c in enumerate(flat) if c.weight > 0]
-            rewards = np.zeros(len(flat), dtype=np.float64)
-            rewards[scored] = w.verifier.score_many([texts[k] for k in scored], [answers[k] for k in scored])
+        scored = [k for k, c in enumerate(flat) if c.weight > 0]  # an aborted rollout scores 0 unread
+        rewards = np.zeros(len(flat), dtype=np.float64)
+        rewards[scored] = w.verifier.score_many([w.policy.decode(flat[k].ids) for k in scored],
+                                                [answers[k] for k in scored])
         end = time.perf_counter()
         w.timer.add("time_gen_s", mid - start)
         w.timer.add("time_score_s", end - mid)

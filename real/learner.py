@@ -127,14 +127,10 @@ class GRPOLearner:
             if any(r.prompt_id != g.prompt_id for r in rs) or not np.array_equal(rewards, g.rewards):
                 raise RuntimeError(f"prompt {g.prompt_id}: the group's rollout ids name rollouts of another "
                                    "prompt or with other rewards than the group's")
-            if g.weights is None:
-                rollouts += rs
-                advantages.append(group_advantages(rewards, self.cfg.norm_adv_by_std))
-            else:  # early stopping: aborted rollouts (weight 0) are left out of the batch
-                adv = group_advantages(rewards, self.cfg.norm_adv_by_std, g.weights)
-                keep = np.flatnonzero(np.asarray(g.weights) > 0)
-                rollouts += [rs[j] for j in keep]
-                advantages.append(adv[keep])
+            # early stopping: aborted rollouts (weight 0) are left out of the batch
+            keep = np.flatnonzero(g.importance > 0)
+            rollouts += [rs[j] for j in keep]
+            advantages.append(group_advantages(rewards, self.cfg.norm_adv_by_std, g.weights)[keep])
         store_s = time.perf_counter() - store_start
         if not rollouts:  # every rollout aborted: nothing to learn
             return {**self._empty(), "time_store_s": store_s}

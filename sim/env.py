@@ -67,7 +67,7 @@ from typing import Mapping
 import numpy as np
 
 from allocbench.metrics import solved_shares
-from allocbench.protocols import EarlyStop, Environment, Outcome, group_means, importance_means
+from allocbench.protocols import EarlyStop, Environment, Outcome, importance_means
 from sim.scenarios import Scenario, get_scenario
 
 ADAM_EPS = 1e-8
@@ -236,12 +236,8 @@ class SimLearner:
         if not groups:
             return {"signal": 0.0, "informative_samples": 0, "zero_adv_share": float("nan")}
         ids = np.fromiter((g.prompt_id for g in groups), dtype=np.int64, count=len(groups))
-        # n: each group's rollouts, as weights count them (their sum under importance weights)
-        if any(g.weights is not None for g in groups):  # a round stopped early (EarlyStop)
-            n, squares, trained, mean = importance_means(groups)
-        else:
-            n, mean = group_means(groups)
-            squares = trained = n
+        # n: each group's rollouts as weights count them (their sum; plain counts without early stopping)
+        n, squares, trained, mean = importance_means(groups)
         total = int(trained.sum())  # the rollouts trained on: the token-mean's denominator
         if total == 0:  # every rollout aborted: nothing to train on
             return {"signal": 0.0, "informative_samples": 0, "zero_adv_share": float("nan")}

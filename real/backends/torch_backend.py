@@ -118,11 +118,10 @@ class TorchBackend:
         logps_t = torch.stack(logps, 1).float().cpu().numpy()
         lengths = torch.stack(alive, 1).sum(1).cpu().numpy()
         finished = done.cpu().numpy()
-        if early is not None:
-            return [Completion(tokens_t[i, :n].astype(np.int32), logps_t[i, :n].astype(np.float32),
-                               bool(finished[i]) and not early.aborted[i], early.weights[i])
-                    for i, n in enumerate(lengths)]
-        return [Completion(tokens_t[i, :n].astype(np.int32), logps_t[i, :n].astype(np.float32), bool(finished[i]))
+        aborted = early.aborted if early is not None else [False] * len(rows)
+        weights = early.weights if early is not None else [1.0] * len(rows)
+        return [Completion(tokens_t[i, :n].astype(np.int32), logps_t[i, :n].astype(np.float32),
+                           bool(finished[i]) and not aborted[i], weights[i])
                 for i, n in enumerate(lengths)]
 
 
