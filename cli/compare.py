@@ -20,7 +20,9 @@ def add_parser(sub) -> None:
     shared.add_argument("--strategies", default=None,
                         help=f"comma-separated strategy names, or 'all'; default: {DEFAULT_STRATEGIES} "
                         "for compare, all for leaderboard")
-    shared.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1; default: 5")
+    shared.add_argument("--seeds", default="5",
+                        help="N: seeds 0..N-1 (default: 5); or which seeds, as a range A-B (inclusive) or "
+                        "a list 5,7,9: more seeds for a board already run, whose runs repeat bit for bit")
     shared.add_argument("--steps", type=int, default=None, help="training steps per run; default: the scenario's")
     shared.add_argument("--target", type=float, default=None,
                         help="target held-out accuracy; default: the peak of grpo's seed-mean curve")
@@ -97,14 +99,32 @@ def parse_strategies(args, default: str) -> list:
     if not names:
         raise ConfigError("--strategies is empty")
     params = strategy_params(names, args.config, args.hp)
-    if args.seeds <= 0:
-        raise ConfigError(f"--seeds must be positive, got {args.seeds}")
     if args.jobs <= 0:
         raise ConfigError(f"--jobs must be positive, got {args.jobs}")
     check_target(args.target)
     if args.target is None and "grpo" not in names:
         raise ConfigError("the default target is grpo's peak accuracy: include grpo or pass --target")
     return [make_strategy(name, **params[name]) for name in names]
+
+
+def parse_seeds(text) -> list[int]:
+    """``--seeds``: "N" is seeds 0..N-1; "A-B" seeds A..B; "a,b,c" those seeds (distinct, >= 0)."""
+    text = str(text).strip()
+    if text.isdigit():
+        if int(text) <= 0:
+            raise ConfigError(f"--seeds must be positive, got {text}")
+        return list(range(int(text)))
+    try:
+        if "-" in text and "," not in text:
+            first, last = (int(part) for part in text.split("-"))
+            seeds = list(range(first, last + 1))
+        else:
+            seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds takes N, a range A-B or a list a,b,c of seeds >= 0, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise ConfigError(f"--seeds takes N, a range A-B or a list a,b,c of distinct seeds >= 0, got {text!r}")
+    return seeds
 
 
 def run_config(args, env):
@@ -154,12 +174,12 @@ def cmd_compare(args) -> int:
     from allocbench.envs import make_env
 
     # every input is checked before the first run, so a bad one costs nothing
-    strategies = parse_strategies(args, DEFAULT_STRATEGIES)
+    strategies, seeds = parse_strategies(args, DEFAULT_STRATEGIES), parse_seeds(args.seeds)
     env = make_env(args.env, args.scenario, seed=0)  # checks the scenario name
     config = run_config(args, env)
     check_shapes(strategies, env, config)
     paths = output_paths(args.out, args)
-    table, groups = compare(args.scenario, strategies, list(range(args.seeds)), config, kind=args.env,
+    table, groups = compare(args.scenario, strategies, seeds, config, kind=args.env,
                             jobs=args.jobs, progress=not args.quiet, log_groups=log_groups(args))
     speedups = write_results(paths, table, groups, args.target)
     print(format_speedups(speedups))
@@ -172,7 +192,7 @@ def cmd_leaderboard(args) -> int:
     from allocbench.envs import make_env, scenario_names
     from allocbench.schema import writable, write_atomic
 
-    strategies = parse_strategies(args, "all")
+    strategies, seeds = parse_strategies(args, "all"), parse_seeds(args.seeds)
     scenarios = scenario_names(args.env) if args.scenarios == "all" else args.scenarios.split(",")
     configs, names = {}, {}
     for sc in scenarios:
@@ -187,7 +207,7 @@ def cmd_leaderboard(args) -> int:
     paths = {sc: output_paths(args.out / names[sc], args) for sc in scenarios}
     rows = []
     for sc in scenarios:
-        table, groups = compare(sc, strategies, list(range(args.seeds)), configs[sc], kind=args.env,
+        table, groups = compare(sc, strategies, seeds, configs[sc], kind=args.env,
                                 jobs=args.jobs, progress=not args.quiet, log_groups=log_groups(args))
         speedups = write_results(paths[sc], table, groups, args.target)
         rows.append(speedups.assign(scenario=names[sc]))

@@ -46,6 +46,9 @@ def test_compare_refuses_to_overwrite_and_keeps_what_was_written(tmp_path, capsy
     (["--budget", "0"], "budget must be a positive integer"),
     (["--set", "dapo.nope=1"], "dapo has no hyper-parameter nope"),
     (["--seeds", "0"], "--seeds must be positive"),
+    (["--seeds", "3-x"], "--seeds takes N, a range A-B or a list a,b,c of seeds >= 0, got '3-x'"),
+    (["--seeds", "4,4"], "--seeds takes N, a range A-B or a list a,b,c of distinct seeds >= 0, got '4,4'"),
+    (["--seeds", "5-3"], "distinct seeds >= 0, got '5-3'"),
     (["--steps", "0"], "steps must be a positive integer"),
     (["--eval-every", "0"], "eval_every must be a positive integer"),
     (["--config", "/nonexistent/x.toml"], "config file not found: /nonexistent/x.toml"),
@@ -162,3 +165,20 @@ def test_all_puts_the_paper_strategies_first():
     args = build_parser().parse_args(["leaderboard", "--seeds", "1"])
     names = [s.name for s in parse_strategies(args, "all")]
     assert names[:3] == ["grpo", "dapo", "pilot_commit"] and len(names) == len(set(names)) >= 11
+
+
+@pytest.mark.parametrize("text, seeds", [("3", [0, 1, 2]), ("5-7", [5, 6, 7]), ("2,9", [2, 9]), (" 4 ", [0, 1, 2, 3])])
+def test_seeds_count_range_or_list(text, seeds):
+    from cli.compare import parse_seeds
+
+    assert parse_seeds(text) == seeds
+
+
+def test_more_seeds_later_repeat_the_runs_of_one_command(tmp_path, capsys):
+    """A board extended by --seeds A-B holds the same runs as one command over all seeds."""
+    args = ["--strategies", "grpo,pilot_commit", "--steps", "20", "--quiet"]
+    assert run_cli(["compare", "--out", str(tmp_path / "all"), "--seeds", "3", *args], capsys)[0] == 0
+    assert run_cli(["compare", "--out", str(tmp_path / "late"), "--seeds", "1-2", *args], capsys)[0] == 0
+    every, late = (pd.read_parquet(tmp_path / d / "runs.parquet").drop(columns="wall_s") for d in ("all", "late"))
+    assert sorted(late["seed"].unique()) == [1, 2]
+    pd.testing.assert_frame_equal(every[every["seed"] > 0].reset_index(drop=True), late.reset_index(drop=True))
