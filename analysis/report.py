@@ -478,7 +478,9 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
                       "rank 1 = fewest rollouts, a strategy that never reaches the target ranks last. "
                       f"Kendall's tau-b = {agree['tau']:.2f} with a {pct} percentile-bootstrap interval "
                       f"[{agree['low']:.2f}, {agree['high']:.2f}] (seeds redrawn within each environment, "
-                      f"{n_boot} resamples). With k strategies tau takes few values; "
+                      f"{n_boot} resamples); a simulator ranking exactly as the real point estimate "
+                      f"would get [{agree['ceiling_low']:.2f}, {agree['ceiling_high']:.2f}] at these real "
+                      "seeds. With k strategies tau takes few values; "
                       f"k = {len(common)} here.", formats,
                       lambda: F.sim_vs_real_ranks(both, {"sim": ts_, "real": tr_}, agreement=agree,
                                                   level=level))

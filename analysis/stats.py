@@ -268,7 +268,10 @@ def rank_agreement(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float, rea
     target; not reached = worst), over the strategies both have, with a percentile-bootstrap
     interval that redraws the seeds of each table independently.
 
-    Returns dict(strategies, sim_score, real_score, sim_rank, real_rank, tau, low, high, valid).
+    Returns dict(strategies, sim_score, real_score, sim_rank, real_rank, tau, low, high, valid,
+    ceiling_low, ceiling_high): the ceiling is the interval a noise-free simulator that ranks
+    exactly as the real point estimate would get (tau between it and each real redraw), the
+    best any simulator can show at these real seeds.
     """
     common = [s for s in pd.unique(sim["strategy"]) if s in set(real["strategy"])]
     if len(common) < 2:
@@ -280,7 +283,13 @@ def rank_agreement(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float, rea
     s_pt, r_pt = _nan_worst([sim_pt[s] for s in common]), _nan_worst([real_pt[s] for s in common])
     taus = np.array([kendall_tau(_nan_worst([sim_boot[s][b] for s in common]),
                                  _nan_worst([real_boot[s][b] for s in common])) for b in range(n_boot)])
+    # The ceiling: what a simulator that reproduced the real point ranking exactly, with no noise
+    # of its own, would get against the same real redraws. Its interval's width is the real
+    # seeds' share of the uncertainty, which no simulator can remove.
+    perfect = np.array([kendall_tau(r_pt, _nan_worst([real_boot[s][b] for s in common])) for b in range(n_boot)])
     lo, hi = percentile_interval(taus, level)
+    ceiling_lo, ceiling_hi = percentile_interval(perfect, level)
     return {"strategies": common, "sim_score": s_pt, "real_score": r_pt,
             "sim_rank": ranks(s_pt), "real_rank": ranks(r_pt), "tau": kendall_tau(s_pt, r_pt),
-            "low": lo, "high": hi, "valid": float(np.isfinite(taus).mean())}
+            "low": lo, "high": hi, "valid": float(np.isfinite(taus).mean()),
+            "ceiling_low": ceiling_lo, "ceiling_high": ceiling_hi}

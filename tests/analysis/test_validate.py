@@ -52,6 +52,8 @@ def test_one_discordant_pair_by_hand():
     assert agree["tau"] == pytest.approx(4 / 6)  # 5 concordant, 1 discordant of 6 pairs
     # every seed is the same: every redraw gives the same curves, the interval is the point
     assert agree["low"] == pytest.approx(4 / 6) and agree["high"] == pytest.approx(4 / 6)
+    # and a simulator ranking as the real point estimate would get tau 1 in every redraw
+    assert agree["ceiling_low"] == agree["ceiling_high"] == pytest.approx(1.0)
     assert agree["valid"] == 1.0 and agree["n_strategies"] == 4
     assert agree["sim_target"] == pytest.approx(0.9) and agree["real_target"] == pytest.approx(0.6)
     assert (agree["sim_scenario"], agree["real_scenario"]) == ("hand", "hand-real")
@@ -80,6 +82,9 @@ def test_identical_ranking_tau_one_with_a_sensible_interval():
     assert agree["tau"] == pytest.approx(1.0) and agree["real_target"] == pytest.approx(0.92)
     assert -1.0 <= agree["low"] < agree["high"] == pytest.approx(1.0)
     assert agree["valid"] == 1.0
+    # the simulated side has no seed noise and ranks exactly as the real point estimate: it is
+    # the ceiling's perfect simulator, so its interval is the ceiling, draw for draw
+    assert (agree["ceiling_low"], agree["ceiling_high"]) == pytest.approx((agree["low"], agree["high"]))
     r = rows(noisy)
     assert (r["sim_rank"] == r["real_rank"]).all()
     assert r["real_rollouts"].to_dict() == pytest.approx({"a": 200, "b": 300, "c": 400, "grpo": 800})
@@ -118,7 +123,8 @@ def test_targets_override_and_not_reached_ranks_last():
 def test_render_and_agreement_table():
     table, agree = validate(build(SIM), build(REAL, "real"), n_boot=50)
     text = render(table, agree)
-    assert text.splitlines()[-1] == "Kendall tau = 0.67 [0.67, 0.67] over 4 strategies"
+    assert text.splitlines()[-1] == ("Kendall tau = 0.67 [0.67, 0.67] over 4 strategies; a simulator ranking "
+                                     "exactly as the real point estimate would get [1.00, 1.00] at these real seeds")
     line = next(s for s in text.splitlines() if s.startswith("b "))
     assert line.split() == ["b", "2.67x", "[2.67,", "2.67]", "1.50x", "[1.50,", "1.50]", "2", "3", "3/3", "3/3"]
     one = agreement_table(agree)
