@@ -488,8 +488,6 @@ def sim_vs_real_ranks(table: pd.DataFrame, targets: dict | None = None, n_boot: 
     each at its own target (``targets[env]``, default: grpo's peak seed-mean accuracy), with
     Kendall's tau and its seed-bootstrap interval. The table holds env=sim and env=real rows
     of one scenario each. Lines: the diagonal."""
-    from allocbench.metrics import default_target
-
     theme()
     envs = set(table["env"])
     if not {"sim", "real"} <= envs:
@@ -498,16 +496,10 @@ def sim_vs_real_ranks(table: pd.DataFrame, targets: dict | None = None, n_boot: 
     for e, p in parts.items():
         if p["scenario"].nunique() > 1:
             raise ValueError(f"sim-vs-real ranking: several {e} scenarios; select one of each")
-    targets = dict(targets or {})
-    for e, p in parts.items():
-        if e not in targets:
-            try:
-                targets[e] = default_target(p)
-            except ValueError as err:
-                raise NoData(f"sim-vs-real ranking: {err}") from None
+    targets = dict(targets or {})  # a side without one: grpo's peak, recomputed in every draw
     if agreement is None:
         try:
-            agreement = stats.rank_agreement(parts["sim"], parts["real"], targets["sim"], targets["real"],
+            agreement = stats.rank_agreement(parts["sim"], parts["real"], targets.get("sim"), targets.get("real"),
                                              n_boot=n_boot, level=level, seed=seed)
         except ValueError as err:
             raise NoData(f"sim-vs-real ranking: {err}") from None

@@ -1,7 +1,7 @@
 """No-regret check of one strategy against rivals, scenario by scenario (``allocbench regret``).
 
 In each scenario's table, at the target (by default the peak of grpo's seed-mean accuracy
-curve, as every leaderboard here): the strategy's rollouts to the target over the best of the
+curve, as every leaderboard here; each bootstrap draw takes its redrawn curve's): the strategy's rollouts to the target over the best of the
 rivals' (``ratio``, 1.05 = 5% more than the best; the best is taken in each bootstrap draw),
 and its speed-up over each rival (rival's rollouts / its rollouts), each with a percentile
 bootstrap interval over seeds (``analysis.stats.rollouts_to_target``).
@@ -55,9 +55,11 @@ def regret_row(table: pd.DataFrame, strategy: str, rivals: list[str], target: fl
     if missing:
         raise ConfigError(f"{table['scenario'].iloc[0]}: no runs of {', '.join(dict.fromkeys(missing))} "
                           f"(it has {', '.join(pd.unique(table['strategy']))})")
+    # the default target, the reference's peak, is recomputed in every bootstrap draw (analysis.stats)
+    point, boot = stats.rollouts_to_target(table[table["strategy"].isin([strategy, *rivals, reference])],
+                                           None if target is None else float(target), n_boot=n_boot, seed=seed,
+                                           reference=reference)
     target = metrics.default_target(table, reference) if target is None else float(target)
-    point, boot = stats.rollouts_to_target(table[table["strategy"].isin([strategy, *rivals])], target,
-                                           n_boot=n_boot, seed=seed)
     inf = {k: np.where(np.isnan(v), np.inf, v) for k, v in boot.items()}
     ptinf = {k: math.inf if math.isnan(v) else v for k, v in point.items()}
     best = min(rivals, key=lambda r: ptinf[r])

@@ -298,21 +298,25 @@ def _draw(rep: Report, what: str, name: str, caption: str, formats, make):
     return fig
 
 
-def _target(main: pd.DataFrame, given: float | None) -> tuple[float | None, str]:
+def _target(main: pd.DataFrame, given: float | None) -> tuple[float | None, str, float | None]:
+    """(the target, why, what the bootstrap holds fixed: None for grpo's peak, which every
+    draw recomputes)."""
     from allocbench.metrics import default_target, mean_curve
 
     if given is not None:
-        return given, "given with --target"
+        return given, "given with --target", given
     if "grpo" in set(main["strategy"]):
         try:
-            return default_target(main), "the peak of grpo's seed-mean accuracy curve"
+            return (default_target(main), "the peak of grpo's seed-mean accuracy curve (in every bootstrap draw, "
+                    "the redrawn curve's)", None)
         except ValueError:
             pass
     peaks = mean_curve(main).groupby("strategy")["eval_acc"].max()
     if peaks.empty:
-        return None, "no evaluated steps"
-    return float(peaks.min()), ("no grpo runs: the lowest of the strategies' peak seed-mean "
-                                "accuracies, so that every strategy reaches it")
+        return None, "no evaluated steps", None
+    lowest = float(peaks.min())
+    return lowest, ("no grpo runs: the lowest of the strategies' peak seed-mean accuracies, so that every "
+                    "strategy reaches it"), lowest
 
 
 def build_report(results: Path, out: Path, force: bool = False, target: float | None = None,
@@ -357,8 +361,8 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
         groups = sorted(main_all.groupby(["env", "scenario"]), key=lambda kv: (kv[0][0] != "sim", kv[0]))
         for (env, scenario), main in groups:  # sim first
             tag = _slug(env, scenario)
-            tgt, why = _target(main, target)
-            mains[(env, scenario)] = (main, tgt)
+            tgt, why, boot_tgt = _target(main, target)
+            mains[(env, scenario)] = (main, tgt, boot_tgt)
             seeds = main.groupby("strategy")["seed"].nunique()
             rep.h(2, f"{env} · {scenario}")
             rep.p("Main comparison: " + ", ".join(
@@ -384,7 +388,7 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
             if tgt is None:
                 rep.skip("speed-ups", "no target accuracy (no evaluated steps)")
             else:
-                sp = stats.speedup_ci(main, tgt, F.REFERENCES, n_boot=n_boot, level=level, seed=seed)
+                sp = stats.speedup_ci(main, boot_tgt, F.REFERENCES, n_boot=n_boot, level=level, seed=seed)
                 if sp.empty:
                     rep.skip("speed-ups", "neither grpo nor dapo runs in these tables")
                 else:
@@ -462,7 +466,7 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
                      + (", ".join(sorted({k[0] for k in mains})) or "none"))
         for ks in sims:
             for kr in reals:
-                (ms, ts_), (mr, tr_) = mains[ks], mains[kr]
+                (ms, ts_, boot_ts), (mr, tr_, boot_tr) = mains[ks], mains[kr]
                 both = pd.concat([ms, mr])
                 common = set(ms["strategy"]) & set(mr["strategy"])
                 what = f"sim-vs-real ranking ({ks[1]} vs {kr[1]})"
@@ -471,7 +475,7 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
                     continue
                 both = both[both["strategy"].isin(common)]
                 agree = stats.rank_agreement(ms[ms["strategy"].isin(common)], mr[mr["strategy"].isin(common)],
-                                             ts_, tr_, n_boot=n_boot, level=level, seed=seed)
+                                             boot_ts, boot_tr, n_boot=n_boot, level=level, seed=seed)
                 _draw(rep, what, f"sim_vs_real_ranks__{_slug(ks[1], kr[1])}",
                       f"Each strategy's rank by rollouts to target in the simulator ({ks[1]}, target "
                       f"{ts_:.3f}) against its rank in the real environment ({kr[1]}, target {tr_:.3f}); "

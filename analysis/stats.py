@@ -12,6 +12,12 @@ Conventions (the figure captions repeat them):
   curve. When every strategy has the same seeds they are redrawn jointly (paired by seed: in
   the simulator a seed fixes the prompt pool). Draws whose mean curve never reaches the target
   have no value; intervals are taken over the draws that do, and the share of those is kept.
+- The default target, the peak of grpo's seed-mean curve, is itself a statistic of the seeds,
+  so every draw recomputes it from its own redrawn grpo curve (the plug-in bootstrap: a draw's
+  grpo always reaches its own peak, as the full sample's does). A target given as a number
+  stays fixed in every draw. Holding the full sample's peak fixed instead would make about half
+  of the draws miss it, grpo included, and rank grpo last in them: a ranking the estimator
+  never produces.
 
 numpy/pandas only: the t quantile comes from the regularised incomplete beta function below.
 """
@@ -188,29 +194,45 @@ def _draws(curves: dict[str, SeedCurves], n_boot: int, seed: int) -> dict[str, n
             for name, c in curves.items()}
 
 
-def rollouts_to_target(table: pd.DataFrame, target: float, column: str = "cum_rollouts",
-                       n_boot: int = N_BOOT, seed: int = 0) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def rollouts_to_target(table: pd.DataFrame, target: float | None, column: str = "cum_rollouts",
+                       n_boot: int = N_BOOT, seed: int = 0,
+                       reference: str = "grpo") -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """({strategy: value on the seed-mean curve}, {strategy: bootstrap draws}) of ``column``
-    (cum_rollouts or cum_tokens) at the first evaluation whose seed-mean accuracy reaches
-    ``target``; NaN = not reached."""
+    (cum_rollouts or cum_tokens) at the first evaluation whose seed-mean accuracy reaches the
+    target; NaN = not reached. ``target`` None: the peak of ``reference``'s seed-mean curve,
+    in every draw that of its redrawn curve (``peak_targets``)."""
     curves = seed_curves(table, column)
     draws = _draws(curves, n_boot, seed)
+    point_target, draw_targets = (target, target) if target is not None else peak_targets(curves, draws, reference)
     point, boot = {}, {}
     for name, c in curves.items():
-        point[name] = float(metrics.rollouts_to_target(_nanmean(c.acc, 0), _nanmean(c.x, 0), target))
+        point[name] = float(metrics.rollouts_to_target(_nanmean(c.acc, 0), _nanmean(c.x, 0), point_target))
         idx = draws[name]
-        boot[name] = metrics.rollouts_to_target(_nanmean(c.acc[idx], 1), _nanmean(c.x[idx], 1), target)
+        boot[name] = metrics.rollouts_to_target(_nanmean(c.acc[idx], 1), _nanmean(c.x[idx], 1), draw_targets)
     return point, boot
 
 
-def speedup_ci(table: pd.DataFrame, target: float, references=("grpo", "dapo"),
+def peak_targets(curves: dict[str, SeedCurves], draws: dict[str, np.ndarray],
+                 reference: str) -> tuple[float, np.ndarray]:
+    """(the peak of ``reference``'s seed-mean accuracy, (n_boot, 1) the peak in each draw)."""
+    if reference not in curves:
+        raise ValueError(f"no {reference} runs in the table to take the target from; pass a target")
+    ref = curves[reference]
+    peaks = np.nanmax(_nanmean(ref.acc[draws[reference]], 1), axis=1)
+    return float(np.nanmax(_nanmean(ref.acc, 0))), peaks[:, None]
+
+
+def speedup_ci(table: pd.DataFrame, target: float | None, references=("grpo", "dapo"),
                column: str = "cum_rollouts", n_boot: int = N_BOOT, level: float = LEVEL,
-               seed: int = 0) -> pd.DataFrame:
+               seed: int = 0, target_reference: str = "grpo") -> pd.DataFrame:
     """Speed-up of every strategy over each reference present: rollouts_ref / rollouts_strategy
-    to ``target`` on seed-mean curves (allocbench.metrics), with its percentile-bootstrap interval over
-    seeds. Columns: strategy, reference, rollouts, ref_rollouts, speedup, low, high, valid
-    (share of bootstrap draws in which both curves reach the target)."""
-    point, boot = rollouts_to_target(table, target, column, n_boot, seed)
+    to the target on seed-mean curves (allocbench.metrics), with its percentile-bootstrap interval over
+    seeds. ``target`` None: the peak of ``target_reference``'s seed-mean curve, recomputed in
+    every draw. Columns: strategy, reference, target (the full sample's), rollouts,
+    ref_rollouts, speedup, low, high, valid (share of bootstrap draws in which both curves
+    reach the target)."""
+    point, boot = rollouts_to_target(table, target, column, n_boot, seed, reference=target_reference)
+    target = metrics.default_target(table, target_reference) if target is None else target
     rows = []
     for ref in references:
         if ref not in point:
@@ -262,11 +284,12 @@ def ranks(scores) -> np.ndarray:
     return s.rank(method="average").to_numpy()
 
 
-def rank_agreement(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float, real_target: float,
-                   n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0) -> dict:
+def rank_agreement(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float | None, real_target: float | None,
+                   n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0, reference: str = "grpo") -> dict:
     """Kendall's tau between the strategies' rollouts-to-target in two tables (each at its own
     target; not reached = worst), over the strategies both have, with a percentile-bootstrap
-    interval that redraws the seeds of each table independently.
+    interval that redraws the seeds of each table independently. A target None is the peak of
+    ``reference``'s seed-mean curve on that side, recomputed in every draw.
 
     Returns dict(strategies, sim_score, real_score, sim_rank, real_rank, tau, low, high, valid,
     ceiling_low, ceiling_high): the ceiling is the interval a noise-free simulator that ranks
@@ -277,9 +300,9 @@ def rank_agreement(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float, rea
     if len(common) < 2:
         raise ValueError("fewer than two strategies in both tables: no ranking to compare")
     sim_pt, sim_boot = rollouts_to_target(sim[sim["strategy"].isin(common)], sim_target,
-                                          n_boot=n_boot, seed=seed)
+                                          n_boot=n_boot, seed=seed, reference=reference)
     real_pt, real_boot = rollouts_to_target(real[real["strategy"].isin(common)], real_target,
-                                            n_boot=n_boot, seed=seed + 1)
+                                            n_boot=n_boot, seed=seed + 1, reference=reference)
     s_pt, r_pt = _nan_worst([sim_pt[s] for s in common]), _nan_worst([real_pt[s] for s in common])
     taus = np.array([kendall_tau(_nan_worst([sim_boot[s][b] for s in common]),
                                  _nan_worst([real_boot[s][b] for s in common])) for b in range(n_boot)])

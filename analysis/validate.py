@@ -3,7 +3,8 @@ leaderboard's (``allocbench validate``).
 
 Each side (one simulated table, one real table, each of one scenario) is read at its own
 target: by default the peak of the reference strategy's (grpo's) seed-mean accuracy curve on
-that side. Over the strategies both sides hold:
+that side, which every bootstrap draw recomputes from its redrawn seeds (``analysis.stats``).
+Over the strategies both sides hold:
 
 - Kendall's tau-b between the two rankings by rollouts to target (never reached = worst), with
   a percentile-bootstrap interval that redraws the seeds of each side independently
@@ -114,10 +115,12 @@ def seeds_reached(table: pd.DataFrame, target: float) -> dict[str, tuple[int, in
     return out
 
 
-def _speedups(table: pd.DataFrame, target: float, reference: str, n_boot: int, level: float,
+def _speedups(table: pd.DataFrame, target: float | None, reference: str, n_boot: int, level: float,
               seed: int) -> dict[str, dict]:
-    """Per strategy (the reference included, at 1x): rollouts, speedup, low, high, valid."""
-    sp = stats.speedup_ci(table, target, references=(reference,), n_boot=n_boot, level=level, seed=seed)
+    """Per strategy (the reference included, at 1x): rollouts, speedup, low, high, valid.
+    ``target`` None: the reference's peak, recomputed in every draw."""
+    sp = stats.speedup_ci(table, target, references=(reference,), n_boot=n_boot, level=level, seed=seed,
+                          target_reference=reference)
     out = {r.strategy: {"rollouts": r.rollouts, "speedup": r.speedup, "low": r.low, "high": r.high,
                         "valid": r.valid} for r in sp.itertuples(index=False)}
     ref_rollouts = float(sp["ref_rollouts"].iloc[0])
@@ -149,10 +152,11 @@ def validate(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float | None = N
                "real": side_target(real, reference, real_target, "real")}
     parts = {"sim": sim[sim["strategy"].isin(common)], "real": real[real["strategy"].isin(common)]}
     seeds = {"sim": seed, "real": seed + 1}  # the seeds stats.rank_agreement draws each side with
+    given = {"sim": sim_target, "real": real_target}  # None: the reference's peak, redrawn with the seeds
     try:
-        agree = stats.rank_agreement(parts["sim"], parts["real"], targets["sim"], targets["real"],
-                                     n_boot=n_boot, level=level, seed=seed)
-        speed = {side: _speedups(parts[side], targets[side], reference, n_boot, level, seeds[side])
+        agree = stats.rank_agreement(parts["sim"], parts["real"], given["sim"], given["real"],
+                                     n_boot=n_boot, level=level, seed=seed, reference=reference)
+        speed = {side: _speedups(parts[side], given[side], reference, n_boot, level, seeds[side])
                  for side in SIDES}
     except ConfigError:
         raise

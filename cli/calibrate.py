@@ -41,7 +41,12 @@ def add_parser(sub) -> None:
                    help="the scenario file to write; SCENARIO.fit.csv and SCENARIO.png go beside it")
     p.add_argument("--probe", type=Path, default=None, metavar="PROBE_DIR",
                    help="an `allocbench probe` folder (probe.parquet) of the initial policy: the starting "
-                   "pass rates are fitted to it; default: the groups of the first steps")
+                   "pass rates are fitted to it (default: the groups of the first steps), and, when it "
+                   "holds feature predictions, feature_noise is set to give the probe's feature R^2")
+    p.add_argument("--start", choices=("probe", "groups"), default=None,
+                   help="what the starting pass rates are fitted to: the probe's counts (the default with "
+                   "--probe) or the groups of the first steps (the default without; with --probe, the probe "
+                   "then serves only feature_noise)")
     p.add_argument("--fit-strategies", default="grpo",
                    help="comma-separated strategies whose runs are fitted (and simulated); default: grpo")
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
@@ -127,13 +132,15 @@ def _cmd_calibrate(args) -> int:
     paths = output_paths(out)
     writable(out.parent, [p.name for p in paths.values()], args.force)
     cal.check_inputs(strategies, args.seeds, params, args.base)
+    if args.start == "probe" and args.probe is None:
+        raise ConfigError("--start probe needs --probe PROBE_DIR")
     probe = cal.read_probe(args.probe) if args.probe is not None else None
     tables = cal.read_runs(args.runs, strategies, args.allow_sim)  # the input errors, before anything
     runs = tables[0]
     pool = args.pool_size
     if pool is None:
         pool = preset_pool(str(runs["env"].iloc[0]), str(runs["scenario"].iloc[0]))
-    setup = cal.prepare(args.runs, strategies, probe=probe, allow_sim=args.allow_sim, seeds=args.seeds,
+    setup = cal.prepare(args.runs, strategies, probe=probe, start=args.start or "probe", allow_sim=args.allow_sim, seeds=args.seeds,
                         base=args.base, pool_size=pool, params=params, tables=tables)
     storage = args.storage or default_storage(study_name, out.parent, create=False)
     log = (lambda msg: None) if args.quiet else log_line

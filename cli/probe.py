@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
         description="Sample every training prompt of a scenario K times (batched generation rounds) "
         "under the initial policy, or under the last checkpoint of an `allocbench train` run "
         "(--from RUN_DIR), and write DIR/probe.parquet (one row per prompt: correct of K, pass "
-        "rate, what the environment knows of the prompt) and DIR/pass_rates.png (the distribution "
+        "rate, what the environment knows of the prompt, the out-of-fold prediction of its pass-rate "
+        "logit from the prompt features where the environment has them) and DIR/pass_rates.png (the distribution "
         "of pass rates per difficulty level; with --before, before vs after). In the simulator "
         "the table also holds each prompt's true pass rate.")
     p.add_argument("--env", default="sim", help="environment: sim (default) or real")
@@ -41,7 +42,7 @@ def cmd_probe(args) -> int:
 
     from allocbench.checkpoint import Checkpoint
     from allocbench.envs import make_env
-    from allocbench.probe import check_k, probe
+    from allocbench.probe import check_k, feature_r2, probe
     from allocbench.schema import writable, write_atomic
 
     check_k(args.k)  # before any environment is built
@@ -83,5 +84,8 @@ def cmd_probe(args) -> int:
     rate = table["pass_rate"]
     print(f"{len(table):,} prompts, k={args.k}: mean pass rate {rate.mean():.3f}; all wrong {(rate == 0).mean():.1%}, "
           f"all right {(rate == 1).mean():.1%}, in between {((rate > 0) & (rate < 1)).mean():.1%}")
+    if "feature_pred" in table:
+        print(f"the prompt features predict the pass-rate logits with out-of-fold R^2 {feature_r2(table):.3f} "
+              "(ridge; `calibrate --probe` matches the simulator's feature_noise to it)")
     print(f"wrote {paths['probe.parquet']}, {paths['pass_rates.png']}")
     return 0

@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--more-real", type=Path, action="append", default=[], metavar="DIR",
                    help="another real results folder of the same scenario (strategies run later); runs "
                    "found in both must be the same runs (repeatable)")
+    p.add_argument("--more-sim", type=Path, action="append", default=[], metavar="DIR",
+                   help="another simulated results folder of the same scenario (more seeds, say); as --more-real")
     p.add_argument("--out", type=Path, required=True, help="output folder (created with its parents)")
     p.add_argument("--sim-scenario", default=None, metavar="NAME",
                    help="the scenario to read from SIM_DIR when it holds several (a leaderboard folder)")
@@ -103,9 +105,9 @@ def cmd_validate(args) -> int:
     check_target(args.sim_target, "--sim-target")
     check_target(args.real_target, "--real-target")
     check_bootstrap(args.n_boot, args.level)
-    sim = read_side(args.sim, args.sim_scenario, "sim")
-    real = combine([read_side(folder, args.real_scenario, "real") for folder in [args.real, *args.more_real]],
-                   "real")
+    sim, real = (combine([read_side(folder, scenario, side) for folder in folders], side)
+                 for side, folders, scenario in (("sim", [args.sim, *args.more_sim], args.sim_scenario),
+                                                 ("real", [args.real, *args.more_real], args.real_scenario)))
     paths = writable(args.out, FILES, args.force)
     table, agreement = validate(sim, real, args.sim_target, args.real_target, reference=args.reference,
                                 n_boot=args.n_boot, level=args.level, seed=args.seed)

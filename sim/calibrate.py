@@ -28,6 +28,18 @@ rules (duet's abort horizon) and ``tokens_to_target`` read them: ``len_correct``
 ``len_sigma`` and ``max_tokens`` are set from the fitting runs' generated groups
 (``fit_lengths``), not searched.
 
+Features. The probe, when its environment had prompt features (the real policy's pooled hidden
+states), carries each prompt's out-of-fold ridge prediction of its pass-rate logit
+(``allocbench.probe``); its R^2 is how much the features tell about pass rates before a rollout.
+``feature_noise`` is set so that the simulator's features, probed the same way (the same k and
+number of prompts, from the fitted scenario's starting pool), give the same R^2
+(``fit_feature_noise``, bisection; the R^2 falls as the noise grows). It decides only the rules
+that predict from features (pcl, gps); without a probe, or a probe without features, it stays
+the base's. The probe serves the features also when the starting pass rates come from the
+groups (``start="groups"``): on the tiny tier the policy gains fast in its first steps, and the
+fits that start from those steps' groups match the real curves better than the ones that start
+from the probe of the initial policy (README).
+
 Dynamics. An Optuna study (TPE, seeded; resumable in any Optuna RDB storage, SQLite by default)
 searches ``SPACE``: ``lr`` and ``noise_scale`` (log), ``drift``, ``skill_cap`` and
 ``loading_concentration`` (log), ``loading_spread`` (how unequally learnable the prompts are:
@@ -89,10 +101,11 @@ import pandas as pd
 
 from allocbench.errors import AllocbenchError, ConfigError, DataTooHard
 from allocbench.groups import GroupLog
+from allocbench.probe import feature_predictions, feature_r2, r_squared, smoothed_logit
 from allocbench.runner import RunConfig, run
 from allocbench.strategy import make_strategy, strategy_class, strategy_names
 from allocbench.tune.storage import open_storage, redact
-from sim.env import log_choose, make_env
+from sim.env import SimWorld, log_choose, make_env
 from sim.scenarios import Scenario, get_scenario, to_toml, with_fields
 
 # name -> (low, high, log, step): the parameters the study searches; all but offset_std are
@@ -516,6 +529,8 @@ class Setup:
     b_simple: float | None
     env: str
     scenario: str  # the real runs' scenario (preset) name
+    # (R^2, k, prompts) of the probe's feature predictions; None: feature_noise stays the base's
+    features: tuple | None = None
     _offset_fits: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def offsets_at(self, std: float) -> OffsetFit:
@@ -602,10 +617,13 @@ def check_inputs(strategies: tuple[str, ...], seeds: int, params: tuple[str, ...
 
 
 def prepare(folder: Path, strategies: tuple[str, ...] = ("grpo",), *, probe: pd.DataFrame | None = None,
-            allow_sim: bool = False, seeds: int = 3, base: str | Scenario = DEFAULT_BASE, pool_size: int | None = None,
+            start: str = "probe", allow_sim: bool = False, seeds: int = 3, base: str | Scenario = DEFAULT_BASE, pool_size: int | None = None,
             params: tuple[str, ...] | None = None, tables: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> Setup:
     """Read the runs (or take ``tables``, what ``read_runs`` returned for them), fit the
-    starting pass rates and build the study's ``Setup``."""
+    starting pass rates (to the probe's counts, or with ``start="groups"`` or no probe to the
+    first steps' groups) and build the study's ``Setup``."""
+    if start not in ("probe", "groups"):
+        raise ConfigError(f"--start must be probe or groups, got {start!r}")
     names, base_sc = check_inputs(strategies, seeds, params, base)
     runs, groups = tables if tables is not None else read_runs(folder, strategies, allow_sim)
     steps = int(runs["step"].max())
@@ -613,7 +631,7 @@ def prepare(folder: Path, strategies: tuple[str, ...] = ("grpo",), *, probe: pd.
         raise ConfigError(f"{folder}: the runs have no step-0 evaluation and training steps to compare")
     edges = hist_edges(groups)
     real = summarise(runs, groups, steps, edges)
-    correct, n, source = start_counts(groups, probe)
+    correct, n, source = start_counts(groups, probe if start == "probe" else None)
     offsets = fit_offsets(correct, n, source)
     pool = pool_size or max(DEFAULT_POOL, int(groups["prompt_id"].nunique()) if "prompt_id" in groups else 0)
     B, N = int(runs["train_batch"].iloc[0]), int(runs["group_size"].iloc[0])
@@ -622,7 +640,10 @@ def prepare(folder: Path, strategies: tuple[str, ...] = ("grpo",), *, probe: pd.
                                         steps=steps, **fit_lengths(groups)), f"calibration of {where}")
     settings = {s: strategy_settings(runs, s) for s in strategies}
     acc0 = float(runs.loc[(runs["step"] == 0), "eval_acc"].mean())
-    return Setup(source=str(Path(folder).resolve()), base=base_sc, strategies=settings, seeds=seeds, steps=steps,
+    features = None
+    if probe is not None and "feature_pred" in probe:
+        features = (feature_r2(probe), int(probe["k"].max()), len(probe))
+    return Setup(features=features, source=str(Path(folder).resolve()), base=base_sc, strategies=settings, seeds=seeds, steps=steps,
                  eval_every=eval_cadence(runs), space={k: SPACE[k] for k in names}, real=real, edges=edges,
                  offsets=offsets, counts=(np.asarray(correct), np.asarray(n)), real_acc0=acc0,
                  b_simple=measured_noise_scale(runs),
@@ -730,7 +751,41 @@ def fitted(setup: Setup, params: dict, name: str) -> Scenario:
     description = (f"fitted by allocbench calibrate to {', '.join(setup.strategies)} on {setup.env} "
                    f"{setup.scenario} ({setup.real.seeds} seeds, {setup.steps} steps, B = {setup.base.train_batch}, "
                    f"n = {setup.base.group_size})")
-    return setup.scenario_for(params, name=name, description=description)
+    sc = setup.scenario_for(params, name=name, description=description)
+    if setup.features is None:
+        return sc
+    return with_fields(sc, {"feature_noise": fit_feature_noise(sc, *setup.features)}, "the fitted scenario")
+
+
+FEATURE_NOISE_MAX = 20.0  # R^2 ~0 for any scenario's features well before this
+
+
+def sim_feature_r2(sc: Scenario, feature_noise: float, k: int, prompts: int, seed: int = 0) -> float:
+    """The R^2 a probe of ``prompts`` prompts with ``k`` samples each would give for the
+    simulator's features at ``feature_noise`` (starting pool of seed ``seed``; the same draws
+    for every noise level, so the R^2 falls smoothly as the noise grows)."""
+    world = SimWorld(with_fields(sc, {"feature_noise": float(feature_noise), "pool_size": max(sc.pool_size, prompts)},
+                                 "the feature fit"), seed)
+    ids = np.arange(prompts)
+    correct = np.random.default_rng([seed, 11]).binomial(k, world.pass_rate(ids))
+    target = smoothed_logit(correct, k)
+    return r_squared(target, feature_predictions(world.features(ids), target))
+
+
+def fit_feature_noise(sc: Scenario, r2: float, k: int, prompts: int, seed: int = 0) -> float:
+    """The ``feature_noise`` at which ``sim_feature_r2`` equals ``r2`` (bisection to 0.001;
+    0 when even noise-free features predict less, ``FEATURE_NOISE_MAX`` when the measured R^2
+    is at or below what that much noise leaves)."""
+    at = lambda noise: sim_feature_r2(sc, noise, k, prompts, seed)  # noqa: E731
+    if at(0.0) <= r2:
+        return 0.0
+    if at(FEATURE_NOISE_MAX) >= r2:
+        return FEATURE_NOISE_MAX
+    low, high = 0.0, FEATURE_NOISE_MAX
+    while high - low > 1e-3:
+        mid = (low + high) / 2
+        low, high = (mid, high) if at(mid) > r2 else (low, mid)
+    return round((low + high) / 2, 3)
 
 
 def scenario_toml(sc: Scenario, header: list[str]) -> str:
@@ -756,7 +811,9 @@ def header_lines(setup: Setup, parts: dict, study_name: str, storage: str, trial
         f"discrepancy (RMSE over the real runs' seed noise; ~1 = within noise): {format_parts(parts)}",
         f"searched {', '.join(setup.space)}: " + ", ".join(f"{k} = {v:.4g}" for k, v in params.items())
         + f"; measured B_simple of the real runs: {b}",
-    ]
+    ] + ([] if setup.features is None else [
+        f"feature_noise matched to the probe's feature R^2 {setup.features[0]:.3f} (ridge on the prompts' "
+        f"features, out of fold; {setup.features[2]:,} prompts, k = {setup.features[1]})"])
 
 
 def format_parts(parts: dict) -> str:

@@ -105,3 +105,25 @@ def test_rank_agreement_perfect_and_reversed():
     assert agree["tau"] == pytest.approx(-1 / 3)
     with pytest.raises(ValueError, match="fewer than two"):
         stats.rank_agreement(sim, make_table(strategies=("grpo",), env="real"), 0.7, 0.7)
+
+
+def test_default_target_is_recomputed_in_every_draw():
+    """target None: each draw's target is the peak of its redrawn grpo curve (checked against a
+    recomputation from the same seed draws), so grpo reaches it in every draw; a fixed target
+    is missed by the draws whose grpo curve peaks lower."""
+    table = make_table(strategies=("grpo", "fast"), seeds=(0, 1, 2), seed_shift=0.03)
+    point, boot = stats.rollouts_to_target(table, None, n_boot=300, seed=4)
+    curves = stats.seed_curves(table)
+    draws = stats._draws(curves, 300, 4)["grpo"]
+    acc, x = curves["grpo"].acc, curves["grpo"].x
+    for b, seeds in enumerate(draws[:50]):
+        mean = acc[seeds].mean(axis=0)
+        first = int(np.argmax(mean >= mean.max() - 1e-9))
+        assert boot["grpo"][b] == x[seeds].mean(axis=0)[first]
+    assert np.isfinite(boot["grpo"]).all()
+    full_peak = acc.mean(axis=0).max()
+    assert point["grpo"] == stats.rollouts_to_target(table, full_peak)[0]["grpo"]
+    fixed = stats.rollouts_to_target(table, full_peak, n_boot=300, seed=4)[1]["grpo"]
+    assert 0.1 < np.isnan(fixed).mean() < 0.9  # the draws whose seed mean peaks below the full sample's
+    with pytest.raises(ValueError, match="no dapo runs in the table"):
+        stats.rollouts_to_target(table, None, reference="dapo")

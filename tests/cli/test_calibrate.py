@@ -127,6 +127,7 @@ def test_missing_tables_one_error_line_exit_2_nothing_written(runs_dir, tmp_path
     (["--allow-sim", "--trials", "-1"], "--trials must be >= 0"),
     (["--allow-sim", "--base", "nope"], "unknown scenario 'nope'"),
     (["--allow-sim", "--probe", "/nonexistent"], "no probe.parquet there"),
+    (["--allow-sim", "--start", "probe"], "--start probe needs --probe PROBE_DIR"),
     (["--allow-sim", "--study", "a b"], "--study must be letters"),
 ])
 def test_bad_input_one_error_line_exit_2_nothing_written(runs_dir, tmp_path, capsys, args, message):

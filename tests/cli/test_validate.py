@@ -103,3 +103,25 @@ def test_real_results_split_over_folders_are_combined(folders, tmp_path, capsys)
                  "--n-boot", "50"]) == 2
     assert "disagree on runs they share (grpo seed" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_more_seeds_on_either_side_are_read_as_one_table(tmp_path, capsys):
+    """Seeds 0-1 in one folder and 2 in another (each side) give what one folder of seeds
+    0-2 gives."""
+    from tests.analysis.test_validate import RISING
+
+    tables = {"sim": build(RISING, seeds=(0, 1, 2)), "real": build(RISING, "real", seed_shift=0.02, seeds=(0, 1, 2))}
+    for side, table in tables.items():
+        for part, seeds in (("whole", [0, 1, 2]), ("first", [0, 1]), ("later", [2])):
+            (tmp_path / side / part).mkdir(parents=True)
+            write_table(table[table.seed.isin(seeds)], tmp_path / side / part / "runs.parquet")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    fixed = ["--real-target", "0.92", "--n-boot", "100"]  # a fixed target: redraws that miss it
+    assert main(["validate", str(tmp_path / "sim/whole"), str(tmp_path / "real/whole"), "--out", str(whole),
+                 *fixed]) == 0
+    assert main(["validate", str(tmp_path / "sim/first"), str(tmp_path / "real/first"),
+                 "--more-sim", str(tmp_path / "sim/later"), "--more-real", str(tmp_path / "real/later"),
+                 "--out", str(split), *fixed]) == 0
+    one, two = (pd.read_csv(d / "agreement.csv") for d in (whole, split))
+    pd.testing.assert_frame_equal(one, two)
+    assert one.loc[0, "low"] < 1.0  # the seeds differ on the real side: the interval is not a point

@@ -247,3 +247,35 @@ def test_fit_lengths_recovers_the_length_model_from_group_sums():
     assert fit["len_correct"] == pytest.approx(100.0, rel=0.05) and fit["len_wrong"] == pytest.approx(300.0, rel=0.03)
     assert fit["len_sigma"] == pytest.approx(sigma, abs=0.05)
     assert fit["max_tokens"] >= max(r["tokens"] / r["n"] for r in rows)
+
+
+def test_feature_noise_recovered_from_a_probe_of_known_features(tmp_path):
+    """The probe of a world with feature_noise 1.5 (its own seed, pool and draws) gives an R^2
+    from which the fit recovers 1.5 within 0.15."""
+    from allocbench.probe import feature_r2
+
+    sc = get_scenario("default", **SMALL, feature_noise=1.5)
+    table = probe(make_env(sc, seed=100), 16)
+    r2 = feature_r2(table)
+    base = get_scenario("default", **SMALL)  # feature_noise 1.0
+    assert cal.sim_feature_r2(base, 1.0, 16, len(table)) > r2 + 0.05  # the base's features tell more
+    assert cal.fit_feature_noise(base, r2, 16, len(table)) == pytest.approx(1.5, abs=0.15)
+    assert cal.fit_feature_noise(base, 0.999, 16, len(table)) == 0.0
+    assert cal.fit_feature_noise(base, -0.5, 16, len(table)) == cal.FEATURE_NOISE_MAX
+
+
+def test_fitted_scenario_takes_feature_noise_from_the_probe(small_runs):
+    folder, sc = small_runs
+    without = cal.prepare(folder, allow_sim=True, pool_size=3_000)
+    assert without.features is None
+    assert cal.fitted(without, without.first_params(), "x").feature_noise == without.base.feature_noise
+    setup = cal.prepare(folder, allow_sim=True, pool_size=3_000, probe=cal.read_probe(folder / "probe"))
+    r2, k, prompts = setup.features
+    assert (k, prompts) == (16, 3_000) and 0.3 < r2 < 0.6  # the default's feature_noise 1.0
+    fitted = cal.fitted(setup, setup.first_params(), "x")
+    assert cal.sim_feature_r2(fitted, fitted.feature_noise, k, prompts) == pytest.approx(r2, abs=0.01)
+    # the start from the groups, the probe for the features only
+    groups_start = cal.prepare(folder, allow_sim=True, pool_size=3_000, probe=cal.read_probe(folder / "probe"),
+                               start="groups")
+    assert groups_start.features == setup.features and groups_start.counts[1].max() == 8
+    assert groups_start.offsets.source == without.offsets.source and setup.counts[1].max() == 16
