@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
         description="Fit a simulator scenario to the runs in RUNS_DIR (a folder written by "
         "`allocbench compare --env real`, or a leaderboard scenario folder: runs.parquet and "
         "groups.parquet). The starting pass-rate mixture (offsets) is fitted to the probe "
-        "(--probe) or to the groups of the first steps; lr, noise_scale, drift, skill_cap, "
+        "(--probe) or to the groups of the first steps (--start), feature_noise to the probe's feature R^2; "
+        "lr, noise_scale, drift, skill_cap, "
         "loading_concentration, loading_spread (how unequally learnable prompts are) and the offsets' "
         "spread (offset_std) by an Optuna study (TPE) that "
         "simulates the fitting strategies and minimises the discrepancy to the real runs: held-out "
@@ -41,11 +42,12 @@ def add_parser(sub) -> None:
                    help="the scenario file to write; SCENARIO.fit.csv and SCENARIO.png go beside it")
     p.add_argument("--probe", type=Path, default=None, metavar="PROBE_DIR",
                    help="an `allocbench probe` folder (probe.parquet) of the initial policy: the starting "
-                   "pass rates are fitted to it (default: the groups of the first steps), and, when it "
-                   "holds feature predictions, feature_noise is set to give the probe's feature R^2")
+                   "pass rates are fitted to its counts (unless --start groups), and, when it holds feature "
+                   "predictions, feature_noise is set to give the probe's feature R^2; without it the "
+                   "starting pass rates come from the groups of the first steps")
     p.add_argument("--start", choices=("probe", "groups"), default=None,
                    help="what the starting pass rates are fitted to: the probe's counts (the default with "
-                   "--probe) or the groups of the first steps (the default without; with --probe, the probe "
+                   "--probe) or the groups of the first steps (the default without --probe; with it, the probe "
                    "then serves only feature_noise)")
     p.add_argument("--fit-strategies", default="grpo",
                    help="comma-separated strategies whose runs are fitted (and simulated); default: grpo")
