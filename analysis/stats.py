@@ -304,12 +304,13 @@ def rank_agreement(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float | No
     real_pt, real_boot = rollouts_to_target(real[real["strategy"].isin(common)], real_target,
                                             n_boot=n_boot, seed=seed + 1, reference=reference)
     s_pt, r_pt = _nan_worst([sim_pt[s] for s in common]), _nan_worst([real_pt[s] for s in common])
-    taus = np.array([kendall_tau(_nan_worst([sim_boot[s][b] for s in common]),
-                                 _nan_worst([real_boot[s][b] for s in common])) for b in range(n_boot)])
+    # (n_boot, strategies): each draw's scores, not reached = worst
+    sim_draws, real_draws = (_nan_worst(np.column_stack([boot[s] for s in common])) for boot in (sim_boot, real_boot))
+    taus = np.array([kendall_tau(s, r) for s, r in zip(sim_draws, real_draws)])
     # The ceiling: what a simulator that reproduced the real point ranking exactly, with no noise
     # of its own, would get against the same real redraws. Its interval's width is the real
     # seeds' share of the uncertainty, which no simulator can remove.
-    perfect = np.array([kendall_tau(r_pt, _nan_worst([real_boot[s][b] for s in common])) for b in range(n_boot)])
+    perfect = np.array([kendall_tau(r_pt, r) for r in real_draws])
     lo, hi = percentile_interval(taus, level)
     ceiling_lo, ceiling_hi = percentile_interval(perfect, level)
     return {"strategies": common, "sim_score": s_pt, "real_score": r_pt,
