@@ -97,6 +97,8 @@ class SimWorld:
         self.moment1, self.moment2, self.optimizer_steps = np.zeros(dims), np.zeros(dims), 0
         self.eval_ids = np.arange(sc.pool_size, total)
         self.drawn = 0  # rollouts sampled so far: the next rollout's id
+        # with stale_pull: the weights of each version and the first rollout id they drew
+        self.versions, self.version_start = [self.params.copy()], [0]
         self.noise_var = sc.noise_scale * self._reference_signal()  # sigma_1^2: one rollout's noise
 
     @property
@@ -125,7 +127,8 @@ class SimWorld:
     def save(self, folder: Path) -> None:
         state = dict(params=self.params, moment1=self.moment1, moment2=self.moment2,
                      optimizer_steps=self.optimizer_steps, rollout_rng=self.rollout_rng.bit_generator.state,
-                     update_rng=self.update_rng.bit_generator.state, drawn=self.drawn)
+                     update_rng=self.update_rng.bit_generator.state, drawn=self.drawn,
+                     versions=self.versions, version_start=self.version_start)
         (folder / "world.pkl").write_bytes(pickle.dumps(state))
 
     def load(self, folder: Path) -> None:
@@ -134,6 +137,8 @@ class SimWorld:
             raise ValueError(f"{folder}: a checkpoint of an older simulator (no optimizer state); start the run again")
         self.params, self.moment1, self.moment2 = state["params"], state["moment1"], state["moment2"]
         self.optimizer_steps, self.drawn = state["optimizer_steps"], state["drawn"]
+        self.versions = state.get("versions", [self.params.copy()])
+        self.version_start = state.get("version_start", [self.drawn])
         self.rollout_rng.bit_generator.state = state["rollout_rng"]
         self.update_rng.bit_generator.state = state["update_rng"]
 
@@ -164,8 +169,21 @@ class SimWorld:
         drift = sc.drift * float(np.mean(self.nuisance**2)) if sc.nuisance_dims else 0.0
         return 1.0 / (1.0 + np.exp(-(self.offset[ids] + self.loading[ids] @ capped - drift)))
 
+    def drawn_weights(self, rollout_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The versions that drew ``rollout_ids`` (index per rollout) and those versions'
+        weights (one row per version, in the index's order)."""
+        version = np.searchsorted(self.version_start, rollout_ids, side="right") - 1
+        present, index = np.unique(version, return_inverse=True)
+        return index, np.stack([self.versions[v] for v in present])
+
     def step(self, gradient: np.ndarray) -> None:
         """One optimizer step up the (noisy) gradient."""
+        self._step(gradient)
+        if self.sc.stale_pull > 0:  # only then is a rollout's version ever read
+            self.versions.append(self.params.copy())
+            self.version_start.append(self.drawn)
+
+    def _step(self, gradient: np.ndarray) -> None:
         sc = self.sc
         if sc.optimizer == "sgd":
             self.params += sc.lr * gradient
@@ -251,6 +269,8 @@ class SimLearner:
         per_rollout = std[:, None] * w.loading[ids] * chain  # the skills' part; the nuisance's is std * pull
         mass = float(n @ std)
         summed = np.concatenate([n @ per_rollout, mass * pull])
+        if sc.stale_pull > 0:
+            summed += sc.stale_pull * self._pull_to_drawing_weights(groups, std > 0)
         noise_std = np.sqrt(w.noise_var * noise_samples / len(w.params)) / total
         w.step(summed / total + noise_std * w.update_rng.standard_normal(len(w.params)))
         # |E g|^2 without the batch's own sampling spread (the estimator the real learner uses,
@@ -262,6 +282,19 @@ class SimLearner:
         return {"signal": mass / total, "noise_grad_sq": grad_sq, "noise_trace": trace,
                 "noise_scale": trace / grad_sq if grad_sq else float("nan"),
                 "informative_samples": informative, "zero_adv_share": 1 - informative / total}
+
+
+    def _pull_to_drawing_weights(self, groups: list[Outcome], informative: np.ndarray) -> np.ndarray:
+        """sum over the informative groups' trained rollouts of w^2 (theta_drawn - theta): each
+        rollout drawn by older weights pulls the policy back towards them (0 for a fresh one)."""
+        w = self.world
+        kept = [g for g, keep in zip(groups, informative) if keep]
+        if not kept:
+            return np.zeros(len(w.params))
+        ids = np.concatenate([g.rollout_ids for g in kept])
+        mass = np.concatenate([g.importance for g in kept]) ** 2
+        index, drawn = w.drawn_weights(ids)
+        return np.bincount(index, weights=mass, minlength=len(drawn)) @ drawn - mass.sum() * w.params
 
 
 class SimEvaluator:

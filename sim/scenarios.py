@@ -65,6 +65,11 @@ class Scenario:
     # units of a standardised source coordinate). At the default a least-squares fit recovers the
     # starting pass-rate logits only roughly (R^2 about 0.5); 0 = an exact view
     feature_noise: float = 1.0
+    # the cost of stale rollouts: a rollout trained after the weights that drew it were updated
+    # pulls the policy back towards those weights (its log-probabilities were those weights');
+    # per informative rollout the gradient gains stale_pull x (theta_drawn - theta) / N.
+    # 0 = a stale rollout teaches as much as a fresh one
+    stale_pull: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "offsets", tuple(tuple(float(v) for v in c) for c in self.offsets))
@@ -90,6 +95,7 @@ def check(sc: Scenario) -> None:
         (sc.noise_scale >= 0, "noise_scale must be >= 0"),
         (sc.drift >= 0, "drift must be >= 0"),
         (sc.feature_noise >= 0, "feature_noise must be >= 0"),
+        (sc.stale_pull >= 0, "stale_pull must be >= 0"),
         (sc.len_correct > 0 and sc.len_wrong > 0 and sc.len_sigma >= 0,
          "len_correct, len_wrong must be > 0 and len_sigma >= 0"),
     ]
