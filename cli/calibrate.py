@@ -45,10 +45,11 @@ def add_parser(sub) -> None:
                    "pass rates are fitted to its counts (unless --start groups), and, when it holds feature "
                    "predictions, feature_noise is set to give the probe's feature R^2; without it the "
                    "starting pass rates come from the groups of the first steps")
-    p.add_argument("--start", choices=("probe", "groups"), default=None,
+    p.add_argument("--start", choices=("probe", "groups", "base"), default=None,
                    help="what the starting pass rates are fitted to: the probe's counts (the default with "
                    "--probe) or the groups of the first steps (the default without --probe; with it, the probe "
-                   "then serves only feature_noise)")
+                   "then serves only feature_noise); base: none, they are --base's (to fit one more "
+                   "parameter, e.g. --params stale_pull on grpo runs with a lag, to a fitted scenario)")
     p.add_argument("--fit-strategies", default="grpo",
                    help="comma-separated strategies whose runs are fitted (and simulated); default: grpo")
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
@@ -56,8 +57,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
                    help=f"simulator seeds per trial (0..S-1, the same in every trial); default: {DEFAULT_SEEDS}")
     p.add_argument("--params", default=",".join(_space()),
-                   help="comma-separated scenario fields the study searches (a subset of the default); "
-                   "the others come from --base; default: %(default)s")
+                   help="comma-separated scenario fields the study searches (the default, or stale_pull: "
+                   "the cost of stale rollouts, which only runs that train them move, e.g. grpo with "
+                   "--set grpo.lag=2); the others come from --base; default: %(default)s")
     p.add_argument("--base", default="default",
                    help="built-in scenario (or TOML file) that supplies the fields neither fitted nor taken "
                    "from the runs (skills, optimizer, lengths, ...) and the first trial's values; default: default")
@@ -156,7 +158,7 @@ def _cmd_calibrate(args) -> int:
         b = f"{setup.b_simple:,.0f}" if setup.b_simple is not None else "not reported"
         log(f"study {study_name} on {redact(storage)}: {', '.join(strategies)} x {setup.real.seeds} real seeds, "
             f"{setup.steps} steps, B = {setup.base.train_batch}, n = {setup.base.group_size}; starting pass rates "
-            f"from {setup.offsets.source} (mean {setup.offsets.mean_pass_rate:.3f}); measured B_simple {b}; "
+            f"from {setup.start_origin()}; measured B_simple {b}; "
             f"{finished(study)} of {args.trials} trials finished")
         cal.optimize(study, setup, args.trials, log=log)
     except KeyboardInterrupt:

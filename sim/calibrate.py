@@ -38,7 +38,9 @@ that predict from features (pcl, gps); without a probe, or a probe without featu
 the base's. The probe serves the features also when the starting pass rates come from the
 groups (``start="groups"``): on the tiny tier the policy gains fast in its first steps, and the
 fits that start from those steps' groups match the real curves better than the ones that start
-from the probe of the initial policy (README).
+from the probe of the initial policy (README). ``start="base"`` fits no starting pass rates:
+they are the base scenario's, for a study that adds one parameter to a scenario already fitted
+(below).
 
 Dynamics. An Optuna study (TPE, seeded; resumable in any Optuna RDB storage, SQLite by default)
 searches ``SPACE``: ``lr`` and ``noise_scale`` (log), ``drift``, ``skill_cap`` and
@@ -47,7 +49,11 @@ with a large spread some prompts barely move, so groups stay 0 of n all through 
 ``offset_std``; the other fields come from a base scenario (``default``). Its first trial is
 the base's values with ``noise_scale`` at the real runs' measured gradient noise scale
 (B_simple = mean(learn_noise_trace) / mean(learn_noise_grad_sq) over grpo's steps), when the
-runs report it, and the free fit's std. Each trial runs the
+runs report it, and the free fit's std. ``stale_pull`` (what a rollout trained after its
+drawing weights moved costs, ``sim.env``) is searched only when asked (``params``): runs that
+train only fresh rollouts (grpo) do not move it. It is fitted to runs that train stale ones with
+GRPO's own sampling, ``grpo`` with ``lag`` > 0, on the scenario fitted to the on-policy runs
+(``base`` that TOML, ``start="base"``, ``params=("stale_pull",)``). Each trial runs the
 fitting strategies (with the real runs' hyper-parameters) on seeds 0..S-1 of the simulator, the
 same seeds in every trial (common random numbers: trials differ by their parameters only).
 
@@ -118,7 +124,12 @@ SPACE = {
     "loading_concentration": (0.05, 5.0, True, None),
     "loading_spread": (0.0, 2.5, False, None),
     "offset_std": (0.25, 3.0, False, 0.05),
+    "stale_pull": (0.0, 10.0, False, None),
 }
+# what a study searches unless told: stale_pull only moves runs that train stale rollouts (grpo
+# with a lag; see the module), so a fit to on-policy runs leaves it the base's
+DEFAULT_PARAMS = tuple(k for k in SPACE if k != "stale_pull")
+STARTS = ("probe", "groups", "base")
 SUMMARIES = ("acc", "zero_var", "pass_hist", "b_simple")  # parts that compare run summaries
 PARTS = SUMMARIES + ("start",)
 # least standard error of a point (b_simple: of its log)
@@ -531,7 +542,14 @@ class Setup:
     scenario: str  # the real runs' scenario (preset) name
     # (R^2, k, prompts) of the probe's feature predictions; None: feature_noise stays the base's
     features: tuple | None = None
+    offsets_from_base: bool = False  # --start base: the base's offsets, the counts' fit unused
     _offset_fits: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def start_origin(self) -> str:
+        """Where the starting pass rates come from, and their mean."""
+        if self.offsets_from_base:
+            return f"the base scenario {self.base.name!r} (mean {mean_pass_rate(self.base.offsets):.3f})"
+        return f"{self.offsets.source} (mean {self.offsets.mean_pass_rate:.3f})"
 
     def offsets_at(self, std: float) -> OffsetFit:
         """The offsets fitted with their shared std fixed at ``std`` (cached)."""
@@ -608,7 +626,7 @@ def check_inputs(strategies: tuple[str, ...], seeds: int, params: tuple[str, ...
         raise ConfigError(f"unknown strategy {', '.join(map(repr, unknown))}; known: {', '.join(strategy_names())}")
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds <= 0:
         raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
-    names = tuple(params) if params is not None else tuple(SPACE)
+    names = tuple(params) if params is not None else DEFAULT_PARAMS
     bad = [p for p in names if p not in SPACE]
     if bad or not names:
         raise ConfigError(f"--params: {'unknown ' + ', '.join(bad) if bad else 'none given'}; "
@@ -622,9 +640,11 @@ def prepare(folder: Path, strategies: tuple[str, ...] = ("grpo",), *, probe: pd.
     """Read the runs (or take ``tables``, what ``read_runs`` returned for them), fit the
     starting pass rates (to the probe's counts, or with ``start="groups"`` or no probe to the
     first steps' groups) and build the study's ``Setup``."""
-    if start not in ("probe", "groups"):
-        raise ConfigError(f"--start must be probe or groups, got {start!r}")
+    if start not in STARTS:
+        raise ConfigError(f"--start must be one of {', '.join(STARTS)}, got {start!r}")
     names, base_sc = check_inputs(strategies, seeds, params, base)
+    if start == "base" and "offset_std" in names:
+        raise ConfigError("--start base keeps the base scenario's starting pass rates: leave offset_std out of --params")
     runs, groups = tables if tables is not None else read_runs(folder, strategies, allow_sim)
     steps = int(runs["step"].max())
     if steps < 1 or not (runs["step"] == 0).any() or runs.loc[runs["step"] == 0, "eval_acc"].isna().all():
@@ -636,14 +656,15 @@ def prepare(folder: Path, strategies: tuple[str, ...] = ("grpo",), *, probe: pd.
     pool = pool_size or max(DEFAULT_POOL, int(groups["prompt_id"].nunique()) if "prompt_id" in groups else 0)
     B, N = int(runs["train_batch"].iloc[0]), int(runs["group_size"].iloc[0])
     where = f"{', '.join(strategies)} in {folder}"
-    base_sc = with_fields(base_sc, dict(pool_size=int(pool), offsets=offsets.offsets, train_batch=B, group_size=N,
+    start_offsets = {} if start == "base" else {"offsets": offsets.offsets}
+    base_sc = with_fields(base_sc, dict(pool_size=int(pool), **start_offsets, train_batch=B, group_size=N,
                                         steps=steps, **fit_lengths(groups)), f"calibration of {where}")
     settings = {s: strategy_settings(runs, s) for s in strategies}
     acc0 = float(runs.loc[(runs["step"] == 0), "eval_acc"].mean())
     features = None
     if probe is not None and "feature_pred" in probe:
         features = (feature_r2(probe), int(probe["k"].max()), len(probe))
-    return Setup(features=features, source=str(Path(folder).resolve()), base=base_sc, strategies=settings, seeds=seeds, steps=steps,
+    return Setup(features=features, offsets_from_base=start == "base", source=str(Path(folder).resolve()), base=base_sc, strategies=settings, seeds=seeds, steps=steps,
                  eval_every=eval_cadence(runs), space={k: SPACE[k] for k in names}, real=real, edges=edges,
                  offsets=offsets, counts=(np.asarray(correct), np.asarray(n)), real_acc0=acc0,
                  b_simple=measured_noise_scale(runs),
@@ -751,6 +772,11 @@ def fitted(setup: Setup, params: dict, name: str) -> Scenario:
     description = (f"fitted by allocbench calibrate to {', '.join(setup.strategies)} on {setup.env} "
                    f"{setup.scenario} ({setup.real.seeds} seeds, {setup.steps} steps, B = {setup.base.train_batch}, "
                    f"n = {setup.base.group_size})")
+    if setup.offsets_from_base:  # parameters added to a fitted scenario: say to which runs
+        runs = ", ".join(name + "".join(f" {k}={v}" for k, v in settings.items())
+                         for name, settings in setup.strategies.items())
+        description = (f"{setup.base.description}; {', '.join(setup.space)} fitted to {runs} on {setup.env} "
+                       f"{setup.scenario} ({setup.real.seeds} seeds)")
     sc = setup.scenario_for(params, name=name, description=description)
     if setup.features is None:
         return sc
@@ -797,17 +823,19 @@ def header_lines(setup: Setup, parts: dict, study_name: str, storage: str, trial
                  params: dict) -> list[str]:
     b = f"{setup.b_simple:,.0f} rollouts" if setup.b_simple is not None else "not reported"
     start = setup.offsets_at(params["offset_std"]) if "offset_std" in params else setup.offsets
+    origin = (f"starting pass rates from {setup.start_origin()}; the real held-out accuracy at step 0 is "
+              f"{setup.real_acc0:.3f} (the acc part compares gains)" if setup.offsets_from_base else
+              f"starting pass rates from {setup.offsets.source}: fitted mixture's mean pass rate "
+              f"{start.mean_pass_rate:.3f}, log-likelihood {start.loglik:.1f} (free fit: std "
+              f"{setup.offsets.offsets[0][2]:g}, {setup.offsets.loglik:.1f}); the real held-out accuracy at step 0 is "
+              f"{setup.real_acc0:.3f} (the acc part compares gains)")
     return [
         f"allocbench calibrate: study {study_name!r} ({redact(storage)}), best of {finished} finished trials: "
         f"trial {trial}",
         f"fitted to {', '.join(setup.strategies)} runs in {setup.source} (env {setup.env}, {setup.scenario}; "
         f"{setup.real.seeds} seeds, {setup.steps} steps, B = {setup.base.train_batch}, n = {setup.base.group_size}, "
         f"eval every {setup.eval_every}); simulated on {setup.seeds} seeds per trial",
-        f"starting pass rates from {setup.offsets.source}: fitted mixture's mean pass rate "
-        f"{start.mean_pass_rate:.3f}, log-likelihood {start.loglik:.1f} (free fit: std "
-        f"{setup.offsets.offsets[0][2]:g}, {setup.offsets.loglik:.1f}); the real held-out accuracy at step 0 is "
-        f"{setup.real_acc0:.3f} "
-        "(the acc part compares gains)",
+        origin,
         f"discrepancy (RMSE over the real runs' seed noise; ~1 = within noise): {format_parts(parts)}",
         f"searched {', '.join(setup.space)}: " + ", ".join(f"{k} = {v:.4g}" for k, v in params.items())
         + f"; measured B_simple of the real runs: {b}",

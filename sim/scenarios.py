@@ -66,9 +66,9 @@ class Scenario:
     # starting pass-rate logits only roughly (R^2 about 0.5); 0 = an exact view
     feature_noise: float = 1.0
     # the cost of stale rollouts: a rollout trained after the weights that drew it were updated
-    # pulls the policy back towards those weights (its log-probabilities were those weights');
-    # per informative rollout the gradient gains stale_pull x (theta_drawn - theta) / N.
-    # 0 = a stale rollout teaches as much as a fresh one
+    # pulls the skills back towards those weights' (its completions show what they could do);
+    # per informative rollout the skills' gradient gains stale_pull x (s_drawn - s) / N.
+    # 0 = a stale rollout teaches as much as a fresh one (sim/env.py)
     stale_pull: float = 0.0
 
     def __post_init__(self):

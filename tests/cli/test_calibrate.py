@@ -150,4 +150,4 @@ def test_help_and_the_searched_fields(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "RUNS_DIR" in text and "--probe" in text and "--storage" in text and "--allow-sim" in text
-    assert cli_calibrate._space() == tuple(cal.SPACE)
+    assert cli_calibrate._space() == cal.DEFAULT_PARAMS

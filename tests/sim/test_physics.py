@@ -129,3 +129,28 @@ def test_checkpoint_restores_the_optimizer_state(tmp_path):
         env.learner.update(env.sampler.sample({i: 8 for i in range(16, 32)}))
     wa, wb = a.info["world"], b.info["world"]
     assert np.array_equal(wa.params, wb.params) and np.array_equal(wa.moment2, wb.moment2)
+
+
+def test_stale_rollouts_pull_the_skills_back_towards_those_that_drew_them():
+    """Noise-free SGD (lr 1), so a step is its gradient: groups drawn before one update, trained
+    after it, add stale_pull x sum(w^2) (s_drawn - s) / N over their informative rollouts to the
+    skills and nothing to the nuisance directions; fresh groups add nothing."""
+    def step(stale_pull, fresh):
+        env = make_env("default", seed=0, optimizer="sgd", lr=1.0, noise_scale=0.0, stale_pull=stale_pull)
+        world = env.info["world"]
+        ids = {i: 8 for i in range(40)}
+        old = list(env.sampler.sample(ids))
+        env.learner.update(old)  # the weights move: old's rollouts are now one version stale
+        drawn, before = world.versions[0], world.params.copy()
+        groups = list(env.sampler.sample(ids)) if fresh else old
+        env.learner.update(groups)
+        informative = sum(g.n for g in groups if 0 < g.rewards.mean() < 1)
+        return world.params - before, drawn - before[:world.sc.n_skills], informative, sum(g.n for g in groups)
+
+    moved, _, _, _ = step(0.0, fresh=False)
+    pulled, back, informative, total = step(2.5, fresh=False)
+    skills = len(back)
+    assert 0 < informative < total and np.abs(back).max() > 0
+    np.testing.assert_allclose(pulled[:skills] - moved[:skills], 2.5 * informative * back / total, atol=1e-12)
+    np.testing.assert_array_equal(pulled[skills:], moved[skills:])
+    np.testing.assert_array_equal(step(2.5, fresh=True)[0], step(0.0, fresh=True)[0])
