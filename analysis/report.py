@@ -128,8 +128,31 @@ def _signature(table: pd.DataFrame) -> pd.Series:
     cols = hp_columns(table)
     if not cols:
         return pd.Series("", index=table.index)
-    hp = table[cols].astype(object).where(table[cols].notna(), None)
-    return hp.apply(lambda r: ", ".join(f"{c[3:]}={v}" for c, v in zip(cols, r) if v is not None), axis=1)
+    hp = _with_defaults(table, table[cols].astype(object).where(table[cols].notna(), None))
+    return hp.apply(lambda r: ", ".join(f"{c[3:]}={_plain(v)}" for c, v in zip(cols, r) if v is not None), axis=1)
+
+
+def _with_defaults(table: pd.DataFrame, hp: pd.DataFrame) -> pd.DataFrame:
+    """``hp`` with the values a table lacks (a hyper-parameter added to a strategy after the
+    table was written) read as the strategy's default, so old and new runs at one setting are
+    one arm; strategies this version does not know keep theirs."""
+    from dataclasses import MISSING, fields
+
+    from allocbench.strategy import strategy_class, strategy_names
+
+    known = set(strategy_names())
+    for name in set(table["strategy"].astype(str)) & known:
+        rows = (table["strategy"] == name).to_numpy()
+        for f in fields(strategy_class(name)):
+            col = f"hp_{f.name}"
+            if col in hp.columns and f.default is not MISSING:
+                hp.loc[rows & hp[col].isna().to_numpy(), col] = f.default
+    return hp
+
+
+def _plain(value):
+    """A whole float as an int: a column that some tables lack is read as float."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def arms(table: pd.DataFrame) -> pd.DataFrame:

@@ -100,3 +100,19 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys, setup, message):
 def test_bad_options(compare_dir, tmp_path):
     for extra in (["--format", "pdf"], ["--boot", "5"], ["--level", "1.5"], ["--target", "2"]):
         assert main(["figures", str(compare_dir), "--out", str(tmp_path / "o"), *extra]) == 2
+
+
+def test_a_hyper_parameter_added_later_reads_as_its_default():
+    """grpo gained ``lag`` (default 0) after some tables were written: its runs in a table
+    without hp_lag and in one with hp_lag = 0 are one arm; lag = 2 is another."""
+    from analysis.report import arms
+
+    def grpo(seed, lag=None):
+        t = pd.DataFrame({"env": "sim", "scenario": "default", "strategy": "grpo", "seed": seed, "step": [0, 1],
+                          "_source": f"s{seed}"})
+        return t if lag is None else t.assign(hp_lag=lag)
+
+    table = pd.concat([grpo(0), grpo(1, lag=0), grpo(2, lag=2)], ignore_index=True)
+    assert table["hp_lag"].dtype == float  # what the concatenation of old and new tables gives
+    found = arms(table).groupby("_arm")["seed"].apply(set).to_dict()
+    assert sorted(found.values(), key=min) == [{0, 1}, {2}], found
