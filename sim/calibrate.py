@@ -682,7 +682,7 @@ def open_study(setup: Setup, storage: str, study_name: str, sampler_seed: int = 
     study = optuna.create_study(storage=open_storage(storage), study_name=study_name, load_if_exists=True,
                                 direction="minimize")
     settings = setup.settings()
-    stored = study.user_attrs.get("calibrate_settings")
+    stored = with_new_fields(study.user_attrs.get("calibrate_settings"))
     trials = study.get_trials(deepcopy=False)
     if stored is not None and stored != settings:
         diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
@@ -698,6 +698,17 @@ def open_study(setup: Setup, storage: str, study_name: str, sampler_seed: int = 
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(trials), multivariate=True,
                                                n_startup_trials=STARTUP_TRIALS)
     return study
+
+
+def with_new_fields(stored: dict | None) -> dict | None:
+    """Stored study settings with the scenario fields added since they were stored at their
+    defaults: a field comes with the default that runs the simulator as before it existed
+    (``stale_pull = 0``), so the stored trials ran at it."""
+    if stored is None or "base" not in stored:
+        return stored
+    defaults = {f.name: f.default for f in fields(Scenario)
+                if f.name not in ("name", "description") and f.name not in stored["base"]}
+    return {**stored, "base": {**json.loads(json.dumps(defaults)), **stored["base"]}}
 
 
 class Objective:
@@ -822,20 +833,21 @@ def scenario_toml(sc: Scenario, header: list[str]) -> str:
 def header_lines(setup: Setup, parts: dict, study_name: str, storage: str, trial: int, finished: int,
                  params: dict) -> list[str]:
     b = f"{setup.b_simple:,.0f} rollouts" if setup.b_simple is not None else "not reported"
-    start = setup.offsets_at(params["offset_std"]) if "offset_std" in params else setup.offsets
-    origin = (f"starting pass rates from {setup.start_origin()}; the real held-out accuracy at step 0 is "
-              f"{setup.real_acc0:.3f} (the acc part compares gains)" if setup.offsets_from_base else
-              f"starting pass rates from {setup.offsets.source}: fitted mixture's mean pass rate "
-              f"{start.mean_pass_rate:.3f}, log-likelihood {start.loglik:.1f} (free fit: std "
-              f"{setup.offsets.offsets[0][2]:g}, {setup.offsets.loglik:.1f}); the real held-out accuracy at step 0 is "
-              f"{setup.real_acc0:.3f} (the acc part compares gains)")
+    if setup.offsets_from_base:
+        origin = setup.start_origin()
+    else:
+        start = setup.offsets_at(params["offset_std"]) if "offset_std" in params else setup.offsets
+        origin = (f"{setup.offsets.source}: fitted mixture's mean pass rate {start.mean_pass_rate:.3f}, "
+                  f"log-likelihood {start.loglik:.1f} (free fit: std {setup.offsets.offsets[0][2]:g}, "
+                  f"{setup.offsets.loglik:.1f})")
     return [
         f"allocbench calibrate: study {study_name!r} ({redact(storage)}), best of {finished} finished trials: "
         f"trial {trial}",
         f"fitted to {', '.join(setup.strategies)} runs in {setup.source} (env {setup.env}, {setup.scenario}; "
         f"{setup.real.seeds} seeds, {setup.steps} steps, B = {setup.base.train_batch}, n = {setup.base.group_size}, "
         f"eval every {setup.eval_every}); simulated on {setup.seeds} seeds per trial",
-        origin,
+        f"starting pass rates from {origin}; the real held-out accuracy at step 0 is {setup.real_acc0:.3f} "
+        "(the acc part compares gains)",
         f"discrepancy (RMSE over the real runs' seed noise; ~1 = within noise): {format_parts(parts)}",
         f"searched {', '.join(setup.space)}: " + ", ".join(f"{k} = {v:.4g}" for k, v in params.items())
         + f"; measured B_simple of the real runs: {b}",

@@ -231,6 +231,23 @@ def test_stale_pull_recovered_from_lagged_grpo_runs_on_a_fitted_base(tmp_path):
         cal.prepare(tmp_path, allow_sim=True, start="base", base=base, params=("stale_pull", "offset_std"))
 
 
+def test_a_study_stored_before_a_scenario_field_existed_resumes_at_its_default(small_runs, tmp_path):
+    """A study whose stored base lacks a field (stale_pull, added later) ran at that field's
+    default: it resumes; a stored value other than the setup's is still refused."""
+    folder, _ = small_runs
+    setup = cal.prepare(folder, allow_sim=True, seeds=1, params=("lr",))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = cal.open_study(setup, storage, "old")
+    old = study.user_attrs["calibrate_settings"]
+    del old["base"]["stale_pull"]
+    study.set_user_attr("calibrate_settings", old)
+    cal.open_study(setup, storage, "old")  # resumes
+    old["base"]["stale_pull"] = 1.0
+    study.set_user_attr("calibrate_settings", old)
+    with pytest.raises(ConfigError, match="base differ"):
+        cal.open_study(setup, storage, "old")
+
+
 def test_the_fitted_scenario_loads_back(small_runs, tmp_path):
     folder, _ = small_runs
     setup = cal.prepare(folder, allow_sim=True, seeds=1, params=("lr",))
