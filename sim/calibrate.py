@@ -684,8 +684,11 @@ def open_study(setup: Setup, storage: str, study_name: str, sampler_seed: int = 
     settings = setup.settings()
     stored = with_new_fields(study.user_attrs.get("calibrate_settings"))
     trials = study.get_trials(deepcopy=False)
-    if stored is not None and stored != settings:
-        diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+    # the runs folder's path is kept for the record, not compared: ``data`` is a hash of what
+    # the trials are fitted to, so a clone elsewhere resumes the same study
+    diff = [] if stored is None else sorted(k for k in set(stored) | set(settings)
+                                           if k != "source" and stored.get(k) != settings.get(k))
+    if diff:
         raise ConfigError(f"study {study_name!r} in {redact(storage)} was made with other settings "
                           f"({', '.join(diff)} differ); use the same inputs, another --study or another --storage")
     if stored is None:

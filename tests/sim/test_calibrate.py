@@ -248,6 +248,23 @@ def test_a_study_stored_before_a_scenario_field_existed_resumes_at_its_default(s
         cal.open_study(setup, storage, "old")
 
 
+def test_a_copy_of_the_runs_elsewhere_resumes_the_same_study(small_runs, tmp_path):
+    """The runs' folder path is not part of a study's identity (a fresh clone elsewhere resumes
+    the committed study); their content is."""
+    import shutil
+
+    folder, _ = small_runs
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    cal.open_study(cal.prepare(folder, allow_sim=True, seeds=1, params=("lr",)), storage, "moved")
+    copy = shutil.copytree(folder, tmp_path / "elsewhere")
+    cal.open_study(cal.prepare(copy, allow_sim=True, seeds=1, params=("lr",)), storage, "moved")  # resumes
+    runs = pd.read_parquet(copy / "runs.parquet")
+    runs.loc[runs["eval_acc"].notna() & (runs["step"] > 0), "eval_acc"] += 0.01
+    write_table(runs, copy / "runs.parquet")
+    with pytest.raises(ConfigError, match="data differ"):
+        cal.open_study(cal.prepare(copy, allow_sim=True, seeds=1, params=("lr",)), storage, "moved")
+
+
 def test_the_fitted_scenario_loads_back(small_runs, tmp_path):
     folder, _ = small_runs
     setup = cal.prepare(folder, allow_sim=True, seeds=1, params=("lr",))
