@@ -72,6 +72,12 @@ def add_parser(sub) -> None:
                        description="List the simulator's built-in scenarios, or print one (--show) as a TOML "
                        "file that --scenario FILE reads back: copy it, change fields, run it.")
     p.add_argument("--show", metavar="NAME", help="print scenario NAME (or a scenario TOML file, checked) as TOML")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
+                   help="with --show: print it with FIELD set to VALUE, range-checked (repeatable), e.g. "
+                   "train_batch=64")
+    p.add_argument("--scale", dest="scales", action="append", default=[], metavar="FIELD=FACTOR",
+                   help="with --show: print it with the number FIELD multiplied by FACTOR > 0 (repeatable), "
+                   "e.g. lr=3: a fitted scenario moved to another real configuration (the transfer test)")
     p.set_defaults(func=cmd_scenarios)
 
 
@@ -296,13 +302,42 @@ def valid_values(meta) -> str:
 
 
 def cmd_scenarios(args) -> int:
-    from sim.scenarios import get_scenario, scenario_names, to_toml
+    from sim.scenarios import get_scenario, scenario_names, to_toml, with_fields
 
     if args.show:
-        print(to_toml(get_scenario(args.show)), end="")
+        sc = get_scenario(args.show)
+        changes = scenario_changes(sc, args.sets, args.scales)
+        changed = with_fields(sc, changes, f"scenario {sc.name!r}")
+        if changes:  # where the file came from, as a comment (load_toml skips it)
+            print(f"# {args.show} with " + ", ".join([f"--set {item}" for item in args.sets]
+                                                      + [f"--scale {item}" for item in args.scales]))
+        print(to_toml(changed), end="")
         return 0
+    if args.sets or args.scales:
+        raise ConfigError("--set and --scale change the scenario --show prints: give --show NAME")
     for name in scenario_names():
         sc = get_scenario(name)
         print(f"{name}: {sc.description} (pool {sc.pool_size:,}, B={sc.train_batch}, n={sc.group_size}, "
               f"{sc.steps} steps)")
     return 0
+
+
+def scenario_changes(sc, sets: list[str], scales: list[str]) -> dict:
+    """The field values ``--set FIELD=VALUE`` and ``--scale FIELD=FACTOR`` give ``sc`` (a
+    factor multiplies a float field's value); one ConfigError line for a bad item."""
+    from allocbench.config import parse_assignments
+
+    changes = dict(parse_assignments(sets, "--set", "FIELD=VALUE"))
+    for field, factor in parse_assignments(scales, "--scale", "FIELD=FACTOR"):
+        if field in changes:
+            raise ConfigError(f"--scale {field}: the field is also given by --set or another --scale; give it once")
+        if field not in {f.name for f in dataclasses.fields(sc)}:
+            raise ConfigError(f"--scale {field}: no scenario field {field!r}")
+        current = getattr(sc, field)
+        if not isinstance(current, float):
+            raise ConfigError(f"--scale {field}: not a float field ({type(current).__name__}); --scale "
+                              "multiplies a float field (use --set)")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < float("inf"):
+            raise ConfigError(f"--scale {field}={factor!r}: the factor must be a number > 0")
+        changes[field] = current * factor
+    return changes

@@ -66,3 +66,37 @@ def test_scenarios_show_prints_toml_that_compare_runs(tmp_path, capsys):
     capsys.readouterr()
     assert main(["scenarios", "--show", str(tmp_path / "missing.toml")]) == 2
     assert "scenario file not found" in capsys.readouterr().err
+
+
+def test_scenarios_show_sets_and_scales_fields_into_a_file_that_loads_back(tmp_path, capsys):
+    # the transfer test's scenario: a fitted one moved to another real configuration
+    assert main(["scenarios", "--show", "bimodal", "--set", "train_batch=64", "--set", "name=moved",
+                 "--scale", "lr=3", "--scale", "noise_scale=0.5"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("# bimodal with --set train_batch=64, --set name=moved, --scale lr=3")
+    path = tmp_path / "moved.toml"
+    path.write_text(text)
+    base = get_scenario("bimodal")
+    assert load_toml(path) == Scenario(**{**vars(base), "name": "moved", "train_batch": 64,
+                                          "lr": base.lr * 3, "noise_scale": base.noise_scale * 0.5})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scale", "train_batch=2"], "--scale train_batch: not a float field"),
+    (["--scale", "lr=0"], "the factor must be a number > 0"),
+    (["--scale", "lr=fast"], "the factor must be a number > 0"),
+    (["--scale", "speed=2"], "no scenario field 'speed'"),
+    (["--set", "lr=0.1", "--scale", "lr=2"], "give it once"),
+    (["--set", "speed=1"], "no field speed"),
+    (["--set", "train_batch=0"], "train_batch must be a positive integer"),
+    (["--set", "lr"], "--set expects FIELD=VALUE"),
+])
+def test_scenarios_show_refuses_a_bad_change_in_one_line_printing_nothing(args, message, capsys):
+    assert main(["scenarios", "--show", "bimodal", *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_scenarios_set_without_show_is_refused(capsys):
+    assert main(["scenarios", "--set", "lr=0.1"]) == 2
+    assert "give --show NAME" in capsys.readouterr().err
