@@ -70,7 +70,8 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_strategies)
     p = sub.add_parser("scenarios", help="list simulator scenarios, or print one as TOML",
                        description="List the simulator's built-in scenarios, or print one (--show) as a TOML "
-                       "file that --scenario FILE reads back: copy it, change fields, run it.")
+                       "file that --scenario FILE reads back: copy it, change fields, run it; or print it changed with "
+                       "--set / --scale.")
     p.add_argument("--show", metavar="NAME", help="print scenario NAME (or a scenario TOML file, checked) as TOML")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
                    help="with --show: print it with FIELD set to VALUE, range-checked (repeatable), e.g. "
