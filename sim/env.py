@@ -184,7 +184,9 @@ class SimWorld:
         sc = self.sc
         capped = sc.skill_cap * np.tanh(self.skill / sc.skill_cap)
         drift = sc.drift * float(np.mean(self.nuisance**2)) if sc.nuisance_dims else 0.0
-        return 1.0 / (1.0 + np.exp(-(self.offset[ids] + self.loading[ids] @ capped - drift)))
+        # a logit below about -709 overflows exp to inf, and 1 / (1 + inf) = 0 is the right limit
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-(self.offset[ids] + self.loading[ids] @ capped - drift)))
 
     def drawn_skills(self, rollout_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The versions of the weights that drew ``rollout_ids`` (index per rollout) and those

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -48,6 +50,16 @@ def test_signal_is_diluted_by_the_samples_in_the_batch():
     signal_alone = a.learner.update([mixed])["signal"]
     signal_diluted = b.learner.update([mixed, flat])["signal"]
     assert signal_diluted == pytest.approx(signal_alone / 2)
+
+
+def test_a_prompt_far_below_zero_has_pass_rate_zero_without_an_overflow_warning():
+    # calibration trials reach drifts that push logits below -709, where exp overflows
+    world = make_env("default", seed=0, drift=5_000.0).info["world"]
+    world.nuisance[:] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = world.pass_rate(np.arange(50))
+    assert np.array_equal(p, np.zeros(50))
 
 
 def test_training_transfers_to_the_held_out_set():
