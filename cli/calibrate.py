@@ -4,6 +4,7 @@ from ``analysis.calibration_figures``)."""
 from __future__ import annotations
 
 import io
+import math
 import re
 import sys
 import time
@@ -34,10 +35,18 @@ def add_parser(sub) -> None:
         "B, n, steps and the evaluation cadence are the real runs'. Writes SCENARIO.toml (use it "
         "as `--scenario SCENARIO.toml`), SCENARIO.fit.csv (one row per trial) and SCENARIO.png "
         "(real vs simulated). The study is kept in its storage: rerunning the same command "
-        "resumes an interrupted one; with more --trials and --force it adds trials.",
+        "resumes an interrupted one; with more --trials and --force it adds trials. Several RUNS_DIR "
+        "(with --lrs) fit one scenario to every regime at once: the discrepancy is the mean over the "
+        "regimes, and SCENARIO@REGIME.png shows each further one.",
         epilog="example: allocbench calibrate results/real/noise-limited/tiny-arith-noise-limited "
         "--out scenarios/tiny-noise-limited.toml")
-    p.add_argument("runs", type=Path, metavar="RUNS_DIR", help="folder with runs.parquet and groups.parquet")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUNS_DIR",
+                   help="folder with runs.parquet and groups.parquet; several folders (one per regime: the "
+                   "same policy and pool at other prompts per step, steps or learning rate, with --lrs) "
+                   "are fitted by one scenario, the first folder's shape written")
+    p.add_argument("--lrs", default=None, metavar="LR,LR,...",
+                   help="with several RUNS_DIR: the learner's learning rate of each folder's runs, in order "
+                   "(e.g. 1e-4,3e-4); each regime simulates the scenario with lr in proportion")
     p.add_argument("--out", type=Path, required=True, metavar="SCENARIO.toml",
                    help="the scenario file to write; SCENARIO.fit.csv and SCENARIO.png go beside it")
     p.add_argument("--probe", type=Path, default=None, metavar="PROBE_DIR",
@@ -91,9 +100,31 @@ def cmd_calibrate(args) -> int:
         return _cmd_calibrate(args)
 
 
-def output_paths(out: Path) -> dict[str, Path]:
-    """SCENARIO.toml, SCENARIO.fit.csv and SCENARIO.png, by kind."""
-    return {"toml": out, "csv": out.with_name(out.stem + ".fit.csv"), "png": out.with_name(out.stem + ".png")}
+def output_paths(out: Path, regimes: tuple[str, ...] = ()) -> dict[str, Path]:
+    """SCENARIO.toml, SCENARIO.fit.csv, SCENARIO.png and SCENARIO@REGIME.png for each further
+    regime, by kind (``png@REGIME``)."""
+    return ({"toml": out, "csv": out.with_name(out.stem + ".fit.csv"), "png": out.with_name(out.stem + ".png")}
+            | {f"png@{r}": out.with_name(f"{out.stem}@{r}.png") for r in regimes})
+
+
+def lr_scales(text: str | None, folders: list[Path]) -> list[float]:
+    """Each folder's learning rate over the first one's, from ``--lrs``."""
+    if len(folders) == 1:
+        if text is not None:
+            raise ConfigError("--lrs is for several RUNS_DIR (one learning rate per folder)")
+        return [1.0]
+    if text is None:
+        raise ConfigError(f"{len(folders)} RUNS_DIR need --lrs: the learner's learning rate of each folder's runs, "
+                          "in order (e.g. --lrs 1e-4,3e-4)")
+    try:
+        lrs = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--lrs must be comma-separated numbers, got {text!r}") from None
+    if len(lrs) != len(folders):
+        raise ConfigError(f"--lrs gives {len(lrs)} learning rates for {len(folders)} RUNS_DIR")
+    if not all(math.isfinite(x) and x > 0 for x in lrs):
+        raise ConfigError(f"--lrs must be positive, got {text}")
+    return [x / lrs[0] for x in lrs]
 
 
 def preset_pool(env: str, scenario: str) -> int | None:
@@ -113,9 +144,32 @@ def preset_pool(env: str, scenario: str) -> int | None:
     return None
 
 
-def _cmd_calibrate(args) -> int:
+def figure_png(regime, sim, total: float, first: str, stem: str, joint: bool) -> bytes:
+    """The calibration figure of one regime (real vs the fitted simulator), as PNG bytes; a
+    joint fit's figures name their regime."""
+    import matplotlib.pyplot as plt
     import pandas as pd
 
+    from analysis.calibration_figures import calibration_figure
+    from sim.calibrate import SUMMARIES
+
+    tables = {name: pd.concat([regime.real.tagged("real")[name], sim.tagged("sim")[name]], ignore_index=True)
+              for name in SUMMARIES}
+    noise = ""
+    real_b, sim_b = (t.loc[t["strategy"] == first, "b_simple"] for t in (regime.real.b_simple, sim.b_simple))
+    if len(real_b) and len(sim_b):
+        noise = f"; {first}'s B_simple real {real_b.iloc[0]:,.0f}, sim {sim_b.iloc[0]:,.0f}"
+    where = f" in {regime.scenario}" if joint else ""
+    fig = calibration_figure(tables["acc"], tables["zero_var"], tables["pass_hist"],
+                             title=f"{stem}{where}: real ({regime.real.seeds} seeds) vs fitted simulator "
+                             f"({regime.seeds} seeds); discrepancy {total:.2f}{noise}")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=200)
+    plt.close(fig)
+    return png.getvalue()
+
+
+def _cmd_calibrate(args) -> int:
     from allocbench.schema import writable, write_atomic
     from allocbench.tune import check_study_name, deferred_interrupts, default_storage, finished, log_line, redact
     from sim import calibrate as cal
@@ -133,19 +187,23 @@ def _cmd_calibrate(args) -> int:
     params = tuple(s.strip() for s in args.params.split(",") if s.strip())
     study_name = args.study or "calibrate-" + re.sub(r"[^A-Za-z0-9._-]", "-", out.stem)
     check_study_name(study_name)
-    paths = output_paths(out)
-    writable(out.parent, [p.name for p in paths.values()], args.force)
+    scales = lr_scales(args.lrs, args.runs)
+    writable(out.parent, [p.name for p in output_paths(out).values()], args.force)
     cal.check_inputs(strategies, args.seeds, params, args.base)
     if args.start == "probe" and args.probe is None:
         raise ConfigError("--start probe needs --probe PROBE_DIR")
     probe = cal.read_probe(args.probe) if args.probe is not None else None
-    tables = cal.read_runs(args.runs, strategies, args.allow_sim)  # the input errors, before anything
-    runs = tables[0]
+    # the input errors, before anything
+    tables = [cal.read_runs(folder, strategies, args.allow_sim) for folder in args.runs]
+    runs = tables[0][0]
     pool = args.pool_size
     if pool is None:
         pool = preset_pool(str(runs["env"].iloc[0]), str(runs["scenario"].iloc[0]))
-    setup = cal.prepare(args.runs, strategies, probe=probe, start=args.start or "probe", allow_sim=args.allow_sim, seeds=args.seeds,
-                        base=args.base, pool_size=pool, params=params, tables=tables)
+    setup = cal.prepare(args.runs[0], strategies, probe=probe, start=args.start or "probe", allow_sim=args.allow_sim,
+                        seeds=args.seeds, base=args.base, pool_size=pool, params=params, tables=tables[0],
+                        also=tuple(zip(args.runs[1:], scales[1:], tables[1:])))
+    paths = output_paths(out, tuple(r.scenario for r in setup.also))
+    writable(out.parent, [p.name for p in paths.values()], args.force)
     storage = args.storage or default_storage(study_name, out.parent, create=False)
     log = (lambda msg: None) if args.quiet else log_line
     if args.storage is None:
@@ -155,11 +213,12 @@ def _cmd_calibrate(args) -> int:
     study = None
     try:
         study = cal.open_study(setup, storage, study_name, args.sampler_seed)
-        b = f"{setup.b_simple:,.0f}" if setup.b_simple is not None else "not reported"
-        log(f"study {study_name} on {redact(storage)}: {', '.join(strategies)} x {setup.real.seeds} real seeds, "
-            f"{setup.steps} steps, B = {setup.base.train_batch}, n = {setup.base.group_size}; starting pass rates "
-            f"from {setup.start_origin()}; measured B_simple {b}; "
-            f"{finished(study)} of {args.trials} trials finished")
+        for regime in setup.regimes():
+            b = f"{regime.b_simple:,.0f}" if regime.b_simple is not None else "not reported"
+            log(f"study {study_name} on {redact(storage)}: {', '.join(strategies)} x {regime.real.seeds} real seeds of "
+                f"{regime.scenario}, {regime.steps} steps, B = {regime.base.train_batch}, n = {regime.base.group_size}"
+                + (f", lr x {regime.lr_scale:g}" if setup.also else "") + f"; measured B_simple {b}")
+        log(f"starting pass rates from {setup.start_origin()}; {finished(study)} of {args.trials} trials finished")
         cal.optimize(study, setup, args.trials, log=log)
     except KeyboardInterrupt:
         kept = (f"{finished(study)} finished trials are kept in {redact(storage)}" if study is not None
@@ -173,32 +232,20 @@ def _cmd_calibrate(args) -> int:
 
     # everything is computed before the first file is written
     number, best = cal.best_params(study)
-    parts, _, _, sim = setup.evaluate(best, name=out.stem)
+    parts, regimes = setup.evaluate_regimes(best, name=out.stem)
     scenario = cal.fitted(setup, best, out.stem)
-    header = cal.header_lines(setup, parts, study_name, storage, number, finished(study), best)
+    header = cal.header_lines(setup, parts, study_name, storage, number, finished(study), best, path=str(out))
     toml = cal.scenario_toml(scenario, header)
     table = cal.trials_table(study, setup)
-    from analysis.calibration_figures import calibration_figure
-
-    tables = {name: pd.concat([setup.real.tagged("real")[name], sim.tagged("sim")[name]], ignore_index=True)
-              for name in cal.SUMMARIES}
-    noise, first = "", strategies[0]
-    real_b, sim_b = (t.loc[t["strategy"] == first, "b_simple"] for t in (setup.real.b_simple, sim.b_simple))
-    if len(real_b) and len(sim_b):
-        noise = f"; {first}'s B_simple real {real_b.iloc[0]:,.0f}, sim {sim_b.iloc[0]:,.0f}"
-    fig = calibration_figure(tables["acc"], tables["zero_var"], tables["pass_hist"],
-                             title=f"{out.stem}: real ({setup.real.seeds} seeds) vs fitted simulator "
-                             f"({setup.seeds} seeds); discrepancy {parts['total']:.2f}{noise}")
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=200)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    pngs = {kind: figure_png(regime, sim, own["total"], strategies[0], out.stem, bool(setup.also))
+            for kind, regime, (own, _, _, sim) in zip([k for k in paths if k.startswith("png")], setup.regimes(),
+                                                      regimes)}
     writable(out.parent, [p.name for p in paths.values()], args.force)  # again: the study took a while
     out.parent.mkdir(parents=True, exist_ok=True)
-    with deferred_interrupts():  # one Ctrl-C waits until the three files are in place and reported
+    with deferred_interrupts():  # one Ctrl-C waits until the files are in place and reported
         write_atomic(paths["csv"], lambda tmp: table.to_csv(tmp, index=False))
-        write_atomic(paths["png"], lambda tmp: Path(tmp).write_bytes(png.getvalue()))
+        for kind, png in pngs.items():
+            write_atomic(paths[kind], lambda tmp, png=png: Path(tmp).write_bytes(png))
         write_atomic(paths["toml"], lambda tmp: Path(tmp).write_text(toml))
         print(f"best of {finished(study)} trials: trial {number}, discrepancy {cal.format_parts(parts)}")
         print("  " + ", ".join(f"{k}={v:.4g}" for k, v in best.items())

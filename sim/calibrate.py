@@ -86,6 +86,16 @@ is the mean of the parts present.
    the likelihood-ratio statistic of the searched spread against the free fit, ~|N(0, 1)| when
    the spread is compatible with the counts. Absent when ``offset_std`` is not searched.
 
+Several regimes at once (``prepare(..., also=...)``, ``allocbench calibrate DIR DIR ... --lrs``).
+Runs of the same policy and pool in other configurations (prompts per step, steps, learning
+rate) are fitted by one scenario: each regime simulates it with its own runs' shape and with
+``lr`` times that regime's learner lr over the first one's (the simulator's lr is a step size,
+so it moves in proportion; the scenario's own lr is the first regime's), and each summary
+part is the mean of the regimes' parts. The starting pass rates and lengths are fitted to the
+counts of all the folders (one probe of the initial policy, when given, serves them all).
+This asks one learner model to explain every regime: a fit to one regime pins only the
+combinations of parameters its runs move, which need not be the ones another regime moves.
+
 Everything here is numpy / pandas; the figure is drawn by ``analysis.calibration_figures`` and
 the command line is ``cli.calibrate``.
 """
@@ -445,7 +455,7 @@ def noise_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Per strategy: the measured gradient noise scale B_simple = mean(learn_noise_trace) /
     mean(learn_noise_grad_sq) over its training steps (all seeds pooled), its log, and the
     standard error of the log by jackknife over seeds (NaN when a leave-one-out estimate is not
-    positive or there is one seed). No row for a strategy whose runs do not report it."""
+    positive and finite, or there is one seed). No row for a strategy whose runs do not report it."""
     rows = []
     if {"learn_noise_trace", "learn_noise_grad_sq"} <= set(runs.columns):
         steps = runs[runs["step"] > 0].dropna(subset=["learn_noise_trace", "learn_noise_grad_sq"])
@@ -458,7 +468,7 @@ def noise_summary(runs: pd.DataFrame) -> pd.DataFrame:
             se = math.nan
             if len(per_seed) > 1:
                 leave = ((trace["sum"].sum() - trace["sum"]) / (grad["sum"].sum() - grad["sum"])).to_numpy()
-                if (leave > 0).all():
+                if (leave > 0).all() and np.isfinite(leave).all():
                     logs = np.log(leave)
                     se = math.sqrt((len(logs) - 1) / len(logs) * float(((logs - logs.mean()) ** 2).sum()))
             rows.append({"strategy": strategy, "b_simple": total, "log_b": math.log(total), "se": se})
@@ -543,7 +553,15 @@ class Setup:
     # (R^2, k, prompts) of the probe's feature predictions; None: feature_noise stays the base's
     features: tuple | None = None
     offsets_from_base: bool = False  # --start base: the base's offsets, the counts' fit unused
+    # the other regimes fitted at once (their own runs, shape and summaries; the same offsets),
+    # and this regime's lr relative to the first's: the searched lr is the first regime's
+    also: tuple = ()
+    lr_scale: float = 1.0
     _offset_fits: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def regimes(self) -> tuple:
+        """This setup and the ones fitted with it, the first one first."""
+        return (self,) + self.also
 
     def start_origin(self) -> str:
         """Where the starting pass rates come from, and their mean."""
@@ -569,6 +587,8 @@ class Setup:
 
     def scenario_for(self, params: dict, name: str | None = None, description: str | None = None) -> Scenario:
         values = {k: v for k, v in params.items() if k != "offset_std"}
+        if "lr" in values:
+            values["lr"] = values["lr"] * self.lr_scale
         if "offset_std" in params:
             values["offsets"] = self.offsets_at(params["offset_std"]).offsets
         if name is not None:
@@ -580,14 +600,32 @@ class Setup:
     def evaluate(self, params: dict, on_step=None, name: str | None = None
                  ) -> tuple[dict, pd.DataFrame, pd.DataFrame, Summaries]:
         """Simulate ``params`` (the simulated tables name the scenario ``name``, default the
-        base's): (discrepancy parts and total, runs, groups, summaries)."""
-        runs, groups = simulate(self.scenario_for(params, name=name), self.strategies, self.seeds, self.steps,
-                                self.eval_every, on_step)
-        sim = summarise(runs, groups, self.steps, self.edges)
-        parts = discrepancy(self.real, sim)
+        base's): (discrepancy parts and total, runs, groups, summaries); the tables are the
+        first regime's, the parts those of every regime (``evaluate_regimes``)."""
+        parts, (first, *_) = self.evaluate_regimes(params, on_step, name)
+        return parts, *first[1:]
+
+    def evaluate_regimes(self, params: dict, on_step=None, name: str | None = None) -> tuple[dict, list]:
+        """Simulate ``params`` in every regime: the discrepancy (each summary part the mean of
+        the regimes' parts, the start part once, ``total`` their mean; with several regimes
+        also each regime's own total, ``total@SCENARIO``) and, per regime, (its parts, runs,
+        groups, summaries)."""
+        each = []
+        for setup in self.regimes():
+            runs, groups = simulate(setup.scenario_for(params, name=name), setup.strategies, setup.seeds, setup.steps,
+                                    setup.eval_every, on_step)
+            sim = summarise(runs, groups, setup.steps, setup.edges)
+            own = discrepancy(setup.real, sim)
+            own["start"] = self.start_part(params)
+            own["total"] = float(np.nanmean([own[p] for p in PARTS]))
+            each.append((own, runs, groups, sim))
+        parts = {p: float(np.nanmean([own[p] for own, *_ in each])) if any(math.isfinite(own[p]) for own, *_ in each)
+                 else math.nan for p in SUMMARIES}
         parts["start"] = self.start_part(params)
         parts["total"] = float(np.nanmean([parts[p] for p in PARTS]))
-        return parts, runs, groups, sim
+        if self.also:
+            parts |= {f"total@{setup.scenario}": own["total"] for setup, (own, *_) in zip(self.regimes(), each)}
+        return parts, each
 
     def first_params(self) -> dict:
         """The first trial: the base's values, noise_scale at the measured B_simple, the offsets'
@@ -612,7 +650,8 @@ class Setup:
                      if f.name not in ("name", "description")},
             "strategies": self.strategies, "seeds": self.seeds, "steps": self.steps, "eval_every": self.eval_every,
             "space": {k: list(v) for k, v in self.space.items()},
-        }))
+        } | ({"also": [{k: v for k, v in other.settings().items() if k != "source"} | {"lr_scale": other.lr_scale}
+                       for other in self.also]} if self.also else {})))
 
 
 def check_inputs(strategies: tuple[str, ...], seeds: int, params: tuple[str, ...] | None,
@@ -636,39 +675,69 @@ def check_inputs(strategies: tuple[str, ...], seeds: int, params: tuple[str, ...
 
 def prepare(folder: Path, strategies: tuple[str, ...] = ("grpo",), *, probe: pd.DataFrame | None = None,
             start: str = "probe", allow_sim: bool = False, seeds: int = 3, base: str | Scenario = DEFAULT_BASE, pool_size: int | None = None,
-            params: tuple[str, ...] | None = None, tables: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> Setup:
+            params: tuple[str, ...] | None = None, tables: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+            also: tuple = ()) -> Setup:
     """Read the runs (or take ``tables``, what ``read_runs`` returned for them), fit the
     starting pass rates (to the probe's counts, or with ``start="groups"`` or no probe to the
-    first steps' groups) and build the study's ``Setup``."""
+    first steps' groups) and build the study's ``Setup``.
+
+    ``also``: other regimes fitted at once, ``(folder, lr_scale)`` or ``(folder, lr_scale,
+    tables)`` each: runs of the same policy and pool in another configuration (prompts per
+    step, steps, learning rate), whose learner's lr is ``lr_scale`` times the first folder's.
+    One scenario serves them all: each regime simulates it with its own runs' shape and the lr
+    scaled; the starting pass rates and lengths are fitted to the counts of all the folders."""
     if start not in STARTS:
         raise ConfigError(f"--start must be one of {', '.join(STARTS)}, got {start!r}")
     names, base_sc = check_inputs(strategies, seeds, params, base)
     if start == "base" and "offset_std" in names:
         raise ConfigError("--start base keeps the base scenario's starting pass rates: leave offset_std out of --params")
-    runs, groups = tables if tables is not None else read_runs(folder, strategies, allow_sim)
-    steps = int(runs["step"].max())
-    if steps < 1 or not (runs["step"] == 0).any() or runs.loc[runs["step"] == 0, "eval_acc"].isna().all():
-        raise ConfigError(f"{folder}: the runs have no step-0 evaluation and training steps to compare")
-    edges = hist_edges(groups)
-    real = summarise(runs, groups, steps, edges)
-    correct, n, source = start_counts(groups, probe if start == "probe" else None)
+    folders = [(Path(folder), 1.0, tables)] + [(Path(entry[0]), entry[1], entry[2] if len(entry) > 2 else None)
+                                                for entry in also]
+    read = []
+    for where, scale, given in folders:
+        if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
+            raise ConfigError(f"{where}: the lr scale must be a positive number, got {scale!r}")
+        runs, groups = given if given is not None else read_runs(where, strategies, allow_sim)
+        steps = int(runs["step"].max())
+        if steps < 1 or not (runs["step"] == 0).any() or runs.loc[runs["step"] == 0, "eval_acc"].isna().all():
+            raise ConfigError(f"{where}: the runs have no step-0 evaluation and training steps to compare")
+        read.append((where, float(scale), runs, groups, steps))
+    scenarios = [", ".join(sorted(set(map(str, runs["scenario"])))) for _, _, runs, _, _ in read]
+    if len(set(scenarios)) < len(scenarios):
+        twice = sorted({s for s in scenarios if scenarios.count(s) > 1})
+        raise ConfigError(f"two folders hold runs of {', '.join(twice)}: pass one folder per regime")
+    counts = [start_counts(groups, probe if start == "probe" else None) for _, _, _, groups, _ in read]
+    correct, n = (np.concatenate([c[i] for c in counts]) for i in (0, 1))
+    source = counts[0][2] if len(read) == 1 or (start == "probe" and probe is not None) else " and ".join(
+        f"{c[2]} of {s}" for c, s in zip(counts, scenarios))
+    if start == "probe" and probe is not None:  # one probe of the initial policy serves every regime
+        correct, n = counts[0][0], counts[0][1]
     offsets = fit_offsets(correct, n, source)
-    pool = pool_size or max(DEFAULT_POOL, int(groups["prompt_id"].nunique()) if "prompt_id" in groups else 0)
-    B, N = int(runs["train_batch"].iloc[0]), int(runs["group_size"].iloc[0])
-    where = f"{', '.join(strategies)} in {folder}"
+    all_groups = pd.concat([groups for _, _, _, groups, _ in read], ignore_index=True)
+    pool = pool_size or max(DEFAULT_POOL, int(all_groups["prompt_id"].nunique()) if "prompt_id" in all_groups else 0)
     start_offsets = {} if start == "base" else {"offsets": offsets.offsets}
-    base_sc = with_fields(base_sc, dict(pool_size=int(pool), **start_offsets, train_batch=B, group_size=N,
-                                        steps=steps, **fit_lengths(groups)), f"calibration of {where}")
-    settings = {s: strategy_settings(runs, s) for s in strategies}
-    acc0 = float(runs.loc[(runs["step"] == 0), "eval_acc"].mean())
     features = None
     if probe is not None and "feature_pred" in probe:
         features = (feature_r2(probe), int(probe["k"].max()), len(probe))
-    return Setup(features=features, offsets_from_base=start == "base", source=str(Path(folder).resolve()), base=base_sc, strategies=settings, seeds=seeds, steps=steps,
-                 eval_every=eval_cadence(runs), space={k: SPACE[k] for k in names}, real=real, edges=edges,
-                 offsets=offsets, counts=(np.asarray(correct), np.asarray(n)), real_acc0=acc0,
-                 b_simple=measured_noise_scale(runs),
-                 env=", ".join(sorted(set(runs["env"]))), scenario=", ".join(sorted(set(map(str, runs["scenario"])))))
+    where = f"{', '.join(strategies)} in {', '.join(str(w) for w, *_ in read)}"
+    shared = with_fields(base_sc, dict(pool_size=int(pool), **start_offsets, **fit_lengths(all_groups)),
+                         f"calibration of {where}")
+    fit_cache: dict = {}
+    setups = []
+    for (where, scale, runs, groups, steps), scenario in zip(read, scenarios):
+        edges = hist_edges(groups)
+        B, N = int(runs["train_batch"].iloc[0]), int(runs["group_size"].iloc[0])
+        regime_base = with_fields(shared, dict(train_batch=B, group_size=N, steps=steps, lr=shared.lr * scale),
+                                  f"calibration of {where}")
+        setups.append(Setup(
+            features=features, offsets_from_base=start == "base", source=str(where.resolve()), base=regime_base,
+            strategies={s: strategy_settings(runs, s) for s in strategies}, seeds=seeds, steps=steps,
+            eval_every=eval_cadence(runs), space={k: SPACE[k] for k in names}, real=summarise(runs, groups, steps, edges),
+            edges=edges, offsets=offsets, counts=(np.asarray(correct), np.asarray(n)),
+            real_acc0=float(runs.loc[(runs["step"] == 0), "eval_acc"].mean()), b_simple=measured_noise_scale(runs),
+            env=", ".join(sorted(set(runs["env"]))), scenario=scenario, lr_scale=scale, _offset_fits=fit_cache))
+    first = setups[0]
+    return dataclasses.replace(first, also=tuple(setups[1:])) if len(setups) > 1 else first
 
 
 # ----------------------------------------------------------------------------- the study
@@ -775,6 +844,9 @@ def trials_table(study, setup: Setup) -> pd.DataFrame:
         row.update({name: t.params.get(name, math.nan) for name in setup.space})
         row.update({p: t.user_attrs.get(p, math.nan) for p in PARTS})
         row["total"] = t.value if t.value is not None else math.nan
+        if setup.also:
+            row.update({f"total@{r.scenario}": t.user_attrs.get(f"total@{r.scenario}", math.nan)
+                        for r in setup.regimes()})
         row["first"] = bool(t.user_attrs.get("first", False))
         row["duration_s"] = t.duration.total_seconds() if t.duration is not None else math.nan
         rows.append(row)
@@ -785,12 +857,14 @@ def fitted(setup: Setup, params: dict, name: str) -> Scenario:
     """The fitted scenario: the setup's base with the best trial's ``params``."""
     description = (f"fitted by allocbench calibrate to {', '.join(setup.strategies)} on {setup.env} "
                    f"{setup.scenario} ({setup.real.seeds} seeds, {setup.steps} steps, B = {setup.base.train_batch}, "
-                   f"n = {setup.base.group_size})")
+                   f"n = {setup.base.group_size})" + "".join(f" and {r.scenario} (lr x {r.lr_scale:g})"
+                                                          for r in setup.also))
     if setup.offsets_from_base:  # parameters added to a fitted scenario: say to which runs
         runs = ", ".join(name + "".join(f" {k}={v}" for k, v in settings.items())
                          for name, settings in setup.strategies.items())
         description = (f"{setup.base.description}; {', '.join(setup.space)} fitted to {runs} on {setup.env} "
-                       f"{setup.scenario} ({setup.real.seeds} seeds)")
+                       f"{setup.scenario} ({setup.real.seeds} seeds)" + "".join(
+                           f" and {r.scenario} (lr x {r.lr_scale:g})" for r in setup.also))
     sc = setup.scenario_for(params, name=name, description=description)
     if setup.features is None:
         return sc
@@ -834,7 +908,7 @@ def scenario_toml(sc: Scenario, header: list[str]) -> str:
 
 
 def header_lines(setup: Setup, parts: dict, study_name: str, storage: str, trial: int, finished: int,
-                 params: dict) -> list[str]:
+                 params: dict, path: str = "SCENARIO.toml") -> list[str]:
     b = f"{setup.b_simple:,.0f} rollouts" if setup.b_simple is not None else "not reported"
     if setup.offsets_from_base:
         origin = setup.start_origin()
@@ -851,12 +925,25 @@ def header_lines(setup: Setup, parts: dict, study_name: str, storage: str, trial
         f"eval every {setup.eval_every}); simulated on {setup.seeds} seeds per trial",
         f"starting pass rates from {origin}; the real held-out accuracy at step 0 is {setup.real_acc0:.3f} "
         "(the acc part compares gains)",
-        f"discrepancy (RMSE over the real runs' seed noise; ~1 = within noise): {format_parts(parts)}",
+        "discrepancy (RMSE over the real runs' seed noise; ~1 = within noise"
+        + (f"; each part the mean over the {len(setup.regimes())} regimes" if setup.also else "")
+        + f"): {format_parts(parts)}",
         f"searched {', '.join(setup.space)}: " + ", ".join(f"{k} = {v:.4g}" for k, v in params.items())
         + f"; measured B_simple of the real runs: {b}",
-    ] + ([] if setup.features is None else [
+    ] + [f"also fitted to the runs in {r.source} ({r.scenario}; {r.real.seeds} seeds, {r.steps} steps, "
+         f"B = {r.base.train_batch}, n = {r.base.group_size}, eval every {r.eval_every}, lr x {r.lr_scale:g}): "
+         f"discrepancy there {parts.get(f'total@{r.scenario}', math.nan):.3f}, here "
+         f"{parts.get(f'total@{setup.scenario}', math.nan):.3f}; this scenario in that regime: "
+         f"{regime_command(setup, r, path)}" for r in setup.also] + ([] if setup.features is None else [
         f"feature_noise matched to the probe's feature R^2 {setup.features[0]:.3f} (ridge on the prompts' "
         f"features, out of fold; {setup.features[2]:,} prompts, k = {setup.features[1]})"])
+
+
+def regime_command(setup: Setup, regime: Setup, path: str) -> str:
+    """The ``allocbench scenarios`` command that moves the fitted scenario (``path``) to ``regime``."""
+    changes = [f"--set {f}={getattr(regime.base, f)}" for f in ("train_batch", "group_size", "steps")
+               if getattr(regime.base, f) != getattr(setup.base, f)]
+    return f"allocbench scenarios --show {path} " + " ".join(changes + [f"--scale lr={regime.lr_scale:g}"])
 
 
 def format_parts(parts: dict) -> str:

@@ -151,3 +151,56 @@ def test_help_and_the_searched_fields(capsys):
     text = capsys.readouterr().out
     assert "RUNS_DIR" in text and "--probe" in text and "--storage" in text and "--allow-sim" in text
     assert cli_calibrate._space() == cal.DEFAULT_PARAMS
+
+
+@pytest.fixture(scope="module")
+def regimes(tmp_path_factory):
+    """The runs of one world in two regimes: 8 prompts per step at lr 0.01, 4 at lr 0.02."""
+    root = tmp_path_factory.mktemp("regimes")
+    make_runs(root / "wide", seeds=2, steps=30, train_batch=8, lr=0.01, noise_scale=800.0, name="wide")
+    make_runs(root / "narrow", seeds=2, steps=40, train_batch=4, lr=0.02, noise_scale=800.0, name="narrow")
+    return root / "wide", root / "narrow"
+
+
+def test_calibrate_on_two_regimes_writes_one_scenario_and_a_figure_per_regime(regimes, tmp_path, capsys):
+    wide, narrow = regimes
+    out = tmp_path / "fit" / "joint.toml"
+    code, stdout, _ = run_cli(["calibrate", str(wide), str(narrow), "--lrs", "1e-4,2e-4", "--out", str(out),
+                               "--trials", "2", *FAST], capsys)
+    assert code == 0, stdout
+    assert sorted(p.name for p in out.parent.iterdir() if ".db-" not in p.name) == [
+        "calibrate-joint.db", "joint.fit.csv", "joint.png", "joint.toml", "joint@narrow.png"]
+    assert out.with_name("joint@narrow.png").read_bytes()[:4] == b"\x89PNG"
+    sc = load_toml(out)
+    assert (sc.train_batch, sc.steps) == (8, 30) and "and narrow (lr x 2)" in sc.description
+    trials = pd.read_csv(out.with_name("joint.fit.csv"))
+    assert trials[["total@wide", "total@narrow"]].notna().all().all()
+    assert trials["total"].tolist() == pytest.approx(trials[["total@wide", "total@narrow"]].mean(axis=1).tolist())
+    also = [line for line in out.read_text().splitlines() if line.startswith("# also fitted to the runs in")]
+    assert len(also) == 1 and "(narrow; 2 seeds, 40 steps, B = 4, n = 8, eval every 10, lr x 2)" in also[0]
+    # the command the header gives moves the scenario to the narrow regime
+    command = also[0].split("this scenario in that regime: allocbench ")[1].split()
+    code, moved, _ = run_cli(command, capsys)
+    assert code == 0
+    path = tmp_path / "moved.toml"
+    path.write_text(moved)
+    there = load_toml(path)
+    assert (there.train_batch, there.steps, there.lr) == (4, 40, pytest.approx(2 * sc.lr))
+
+
+@pytest.mark.parametrize("which, args, message", [
+    ("both", [], "2 RUNS_DIR need --lrs"),
+    ("both", ["--lrs", "1e-4"], "--lrs gives 1 learning rates for 2 RUNS_DIR"),
+    ("both", ["--lrs", "1e-4,x"], "--lrs must be comma-separated numbers"),
+    ("both", ["--lrs", "1e-4,-1e-4"], "--lrs must be positive"),
+    ("wide", ["--lrs", "1e-4"], "--lrs is for several RUNS_DIR"),
+    ("twice", ["--lrs", "1e-4,1e-4"], "two folders hold runs of wide: pass one folder per regime"),
+])
+def test_bad_regimes_one_error_line_exit_2_nothing_written(regimes, tmp_path, capsys, which, args, message):
+    wide, narrow = regimes
+    folders = {"both": [wide, narrow], "wide": [wide], "twice": [wide, wide]}[which]
+    out = tmp_path / "out" / "s.toml"
+    code, stdout, err = run_cli(["calibrate", *map(str, folders), "--out", str(out), *args, *FAST], capsys)
+    assert code == 2 and message in err, err
+    assert err.startswith("allocbench: error: ") and err.count("\n") == 1 and stdout == ""
+    assert not (tmp_path / "out").exists()

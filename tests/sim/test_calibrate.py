@@ -17,7 +17,7 @@ from allocbench.probe import probe
 from allocbench.schema import write_groups, write_table
 from sim import calibrate as cal
 from sim import make_env
-from sim.scenarios import get_scenario, load_toml
+from sim.scenarios import get_scenario, load_toml, with_fields
 
 # a small, quick world with a clear accuracy gain: 60 steps of 16 prompts x 8 rollouts
 SMALL = dict(pool_size=3_000, eval_size=500, train_batch=16, group_size=8, steps=60)
@@ -27,7 +27,7 @@ def make_runs(folder: Path, seeds: int = 3, first_seed: int = 100, probe_k: int 
               strategies=("grpo",), **fields) -> "cal.Scenario":
     """Simulator runs (runs.parquet, groups.parquet; probe/probe.parquet with ``probe_k``) at
     the scenario ``default`` with ``SMALL`` and ``fields``, on seeds the calibration does not use."""
-    sc = get_scenario("default", **{**SMALL, **fields})
+    sc = with_fields(get_scenario("default"), {**SMALL, **fields}, "the test runs")
     runs, groups = cal.simulate(sc, {s: {} for s in strategies}, seeds, sc.steps, 10, first_seed=first_seed)
     folder.mkdir(parents=True, exist_ok=True)
     write_table(runs, folder / "runs.parquet")
@@ -335,3 +335,62 @@ def test_fitted_scenario_takes_feature_noise_from_the_probe(small_runs):
                                start="groups")
     assert groups_start.features == setup.features and groups_start.counts[1].max() == 8
     assert groups_start.offsets.source == without.offsets.source and setup.counts[1].max() == 16
+
+
+# ------------------------------------------------------------------------- several regimes at once
+@pytest.fixture(scope="module")
+def two_regimes(tmp_path_factory):
+    """Runs of one world in two regimes: 16 prompts per step at lr 0.006 and 4 prompts per step
+    for 100 steps at twice that lr (noise_scale 500 in both), 3 seeds each the study does not use."""
+    root = tmp_path_factory.mktemp("regimes")
+    make_runs(root / "wide", probe_k=16, name="wide", lr=0.006, noise_scale=500.0)
+    make_runs(root / "narrow", name="narrow", lr=0.012, noise_scale=500.0, train_batch=4, steps=100)
+    return root / "wide", root / "narrow"
+
+
+def test_a_joint_setup_simulates_each_regime_in_its_shape_and_averages_their_parts(two_regimes):
+    wide, narrow = two_regimes
+    setup = cal.prepare(wide, allow_sim=True, seeds=1, pool_size=SMALL["pool_size"], params=("lr",),
+                        also=((narrow, 2.0),))
+    other = setup.also[0]
+    assert [r.scenario for r in setup.regimes()] == ["wide", "narrow"] and setup.lr_scale == 1.0
+    sc = other.scenario_for({"lr": 0.01})
+    assert (sc.train_batch, sc.steps, sc.lr) == (4, 100, pytest.approx(0.02))
+    assert setup.scenario_for({"lr": 0.01}).lr == 0.01 and setup.base.offsets == other.base.offsets
+    parts, each = setup.evaluate_regimes({"lr": 0.006})
+    assert [len(set(runs["step"])) for _, runs, _, _ in each] == [61, 101]
+    for part in cal.SUMMARIES:
+        assert parts[part] == pytest.approx(np.mean([own[part] for own, *_ in each]))
+    assert parts["total@wide"] == each[0][0]["total"] and parts["total@narrow"] == each[1][0]["total"]
+    # the narrow runs were made at twice the wide lr: a wrong scale is seen there, and only there
+    for scale in (0.5, 4.0):
+        wrong = cal.prepare(wide, allow_sim=True, seeds=1, pool_size=SMALL["pool_size"], params=("lr",),
+                            also=((narrow, scale),)).evaluate_regimes({"lr": 0.006})[0]
+        assert wrong["total@narrow"] > parts["total@narrow"] + 1 and wrong["total@wide"] == parts["total@wide"]
+
+
+def test_a_joint_study_recovers_the_lr_and_is_not_resumed_as_another(two_regimes, tmp_path):
+    """A 12-trial study of lr over both regimes (1e-4..1, log) finds the wide regime's 0.006
+    within a factor of 1.5; the study refuses a setup without the second regime."""
+    wide, narrow = two_regimes
+    setup = cal.prepare(wide, allow_sim=True, seeds=2, pool_size=SMALL["pool_size"], params=("lr",),
+                        also=((narrow, 2.0),), probe=cal.read_probe(wide / "probe"))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = cal.open_study(setup, storage, "joint", sampler_seed=0)
+    cal.optimize(study, setup, 12)
+    best = cal.best_params(study)[1]
+    assert 1 / 1.5 < best["lr"] / 0.006 < 1.5, best
+    table = cal.trials_table(study, setup)
+    assert {"total@wide", "total@narrow"} <= set(table.columns) and table["total@narrow"].notna().all()
+    alone = cal.prepare(wide, allow_sim=True, seeds=2, pool_size=SMALL["pool_size"], params=("lr",),
+                        probe=cal.read_probe(wide / "probe"))
+    with pytest.raises(ConfigError, match="also"):
+        cal.open_study(alone, storage, "joint")
+
+
+def test_joint_setups_refuse_one_regime_twice_and_a_bad_lr_scale(two_regimes):
+    wide, narrow = two_regimes
+    with pytest.raises(ConfigError, match="two folders hold runs of wide: pass one folder per regime"):
+        cal.prepare(wide, allow_sim=True, also=((wide, 1.0),))
+    with pytest.raises(ConfigError, match="lr scale must be a positive number"):
+        cal.prepare(wide, allow_sim=True, also=((narrow, 0.0),))
