@@ -610,18 +610,19 @@ class Setup:
         the regimes' parts, the start part once, ``total`` their mean; with several regimes
         also each regime's own total, ``total@SCENARIO``) and, per regime, (its parts, runs,
         groups, summaries)."""
+        start = self.start_part(params)
         each = []
         for setup in self.regimes():
             runs, groups = simulate(setup.scenario_for(params, name=name), setup.strategies, setup.seeds, setup.steps,
                                     setup.eval_every, on_step)
             sim = summarise(runs, groups, setup.steps, setup.edges)
             own = discrepancy(setup.real, sim)
-            own["start"] = self.start_part(params)
+            own["start"] = start
             own["total"] = float(np.nanmean([own[p] for p in PARTS]))
             each.append((own, runs, groups, sim))
         parts = {p: float(np.nanmean([own[p] for own, *_ in each])) if any(math.isfinite(own[p]) for own, *_ in each)
                  else math.nan for p in SUMMARIES}
-        parts["start"] = self.start_part(params)
+        parts["start"] = start
         parts["total"] = float(np.nanmean([parts[p] for p in PARTS]))
         if self.also:
             parts |= {f"total@{setup.scenario}": own["total"] for setup, (own, *_) in zip(self.regimes(), each)}
@@ -706,12 +707,13 @@ def prepare(folder: Path, strategies: tuple[str, ...] = ("grpo",), *, probe: pd.
     if len(set(scenarios)) < len(scenarios):
         twice = sorted({s for s in scenarios if scenarios.count(s) > 1})
         raise ConfigError(f"two folders hold runs of {', '.join(twice)}: pass one folder per regime")
-    counts = [start_counts(groups, probe if start == "probe" else None) for _, _, _, groups, _ in read]
-    correct, n = (np.concatenate([c[i] for c in counts]) for i in (0, 1))
-    source = counts[0][2] if len(read) == 1 or (start == "probe" and probe is not None) else " and ".join(
-        f"{c[2]} of {s}" for c, s in zip(counts, scenarios))
-    if start == "probe" and probe is not None:  # one probe of the initial policy serves every regime
-        correct, n = counts[0][0], counts[0][1]
+    probe_counts = probe if start == "probe" else None
+    if probe_counts is not None or len(read) == 1:  # one probe of the initial policy serves every regime
+        correct, n, source = start_counts(read[0][3], probe_counts)
+    else:
+        counts = [start_counts(groups) for _, _, _, groups, _ in read]
+        correct, n = (np.concatenate([c[i] for c in counts]) for i in (0, 1))
+        source = " and ".join(f"{c[2]} of {s}" for c, s in zip(counts, scenarios))
     offsets = fit_offsets(correct, n, source)
     all_groups = pd.concat([groups for _, _, _, groups, _ in read], ignore_index=True)
     pool = pool_size or max(DEFAULT_POOL, int(all_groups["prompt_id"].nunique()) if "prompt_id" in all_groups else 0)
