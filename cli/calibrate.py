@@ -36,17 +36,20 @@ def add_parser(sub) -> None:
         "as `--scenario SCENARIO.toml`), SCENARIO.fit.csv (one row per trial) and SCENARIO.png "
         "(real vs simulated). The study is kept in its storage: rerunning the same command "
         "resumes an interrupted one; with more --trials and --force it adds trials. Several RUNS_DIR "
-        "(with --lrs) fit one scenario to every regime at once: the discrepancy is the mean over the "
-        "regimes, and SCENARIO@REGIME.png shows each further one.",
+        "(at the learning rates their runs record, or --lrs) fit one scenario to every regime at "
+        "once: the discrepancy is the mean over the regimes, and SCENARIO@REGIME.png shows each "
+        "further one.",
         epilog="example: allocbench calibrate results/real/noise-limited/tiny-arith-noise-limited "
         "--out scenarios/tiny-noise-limited.toml")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUNS_DIR",
                    help="folder with runs.parquet and groups.parquet; several folders (one per regime: the "
-                   "same policy and pool at other prompts per step, steps or learning rate, with --lrs) "
+                   "same policy and pool at other prompts per step, steps or learning rate) "
                    "are fitted by one scenario, the first folder's shape written")
     p.add_argument("--lrs", default=None, metavar="LR,LR,...",
                    help="with several RUNS_DIR: the learner's learning rate of each folder's runs, in order "
-                   "(e.g. 1e-4,3e-4); each regime simulates the scenario with lr in proportion")
+                   "(e.g. 1e-4,3e-4); each regime simulates the scenario with lr in proportion. Default: the "
+                   "rates the runs record (learn_lr, which real runs log from this version on); given, they "
+                   "are checked against the recorded ones")
     p.add_argument("--out", type=Path, required=True, metavar="SCENARIO.toml",
                    help="the scenario file to write; SCENARIO.fit.csv and SCENARIO.png go beside it")
     p.add_argument("--probe", type=Path, default=None, metavar="PROBE_DIR",
@@ -107,15 +110,12 @@ def output_paths(out: Path, regimes: tuple[str, ...] = ()) -> dict[str, Path]:
             | {f"png@{r}": out.with_name(f"{out.stem}@{r}.png") for r in regimes})
 
 
-def lr_scales(text: str | None, folders: list[Path]) -> list[float]:
-    """Each folder's learning rate over the first one's, from ``--lrs``."""
-    if len(folders) == 1:
-        if text is not None:
-            raise ConfigError("--lrs is for several RUNS_DIR (one learning rate per folder)")
-        return [1.0]
+def given_lrs(text: str | None, folders: list[Path]) -> list[float] | None:
+    """The learning rates ``--lrs`` gives, one per folder (None: not given)."""
     if text is None:
-        raise ConfigError(f"{len(folders)} RUNS_DIR need --lrs: the learner's learning rate of each folder's runs, "
-                          "in order (e.g. --lrs 1e-4,3e-4)")
+        return None
+    if len(folders) == 1:
+        raise ConfigError("--lrs is for several RUNS_DIR (one learning rate per folder)")
     try:
         lrs = [float(x) for x in text.split(",")]
     except ValueError:
@@ -124,6 +124,23 @@ def lr_scales(text: str | None, folders: list[Path]) -> list[float]:
         raise ConfigError(f"--lrs gives {len(lrs)} learning rates for {len(folders)} RUNS_DIR")
     if not all(math.isfinite(x) and x > 0 for x in lrs):
         raise ConfigError(f"--lrs must be positive, got {text}")
+    return lrs
+
+
+def lr_scales(given: list[float] | None, recorded: list[float | None], folders: list[Path]) -> list[float]:
+    """Each folder's learning rate over the first one's: from ``--lrs`` (checked against the
+    rates the runs record, where they do) or else from the recorded rates."""
+    if len(folders) == 1:
+        return [1.0]
+    for folder, lr, seen in zip(folders, given or [], recorded):
+        if seen is not None and not math.isclose(lr, seen, rel_tol=1e-6):
+            raise ConfigError(f"--lrs gives {lr:g} for {folder}, but its runs record a learning rate of {seen:g}")
+    if given is None:
+        missing = [str(f) for f, seen in zip(folders, recorded) if seen is None]
+        if missing:
+            raise ConfigError(f"{len(folders)} RUNS_DIR need --lrs: the learner's learning rate of each folder's runs, "
+                              f"in order (e.g. --lrs 1e-4,3e-4); the runs in {', '.join(missing)} do not record it")
+    lrs = given or recorded
     return [x / lrs[0] for x in lrs]
 
 
@@ -187,7 +204,7 @@ def _cmd_calibrate(args) -> int:
     params = tuple(s.strip() for s in args.params.split(",") if s.strip())
     study_name = args.study or "calibrate-" + re.sub(r"[^A-Za-z0-9._-]", "-", out.stem)
     check_study_name(study_name)
-    scales = lr_scales(args.lrs, args.runs)
+    lrs = given_lrs(args.lrs, args.runs)
     writable(out.parent, [p.name for p in output_paths(out).values()], args.force)
     cal.check_inputs(strategies, args.seeds, params, args.base)
     if args.start == "probe" and args.probe is None:
@@ -195,6 +212,7 @@ def _cmd_calibrate(args) -> int:
     probe = cal.read_probe(args.probe) if args.probe is not None else None
     # the input errors, before anything
     tables = [cal.read_runs(folder, strategies, args.allow_sim) for folder in args.runs]
+    scales = lr_scales(lrs, [cal.recorded_lr(runs) for runs, _ in tables], args.runs)
     runs = tables[0][0]
     pool = args.pool_size
     if pool is None:

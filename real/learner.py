@@ -163,19 +163,19 @@ class GRPOLearner:
         order = np.arange(len(rollouts))
         totals = dict(loss=0.0, pg_loss=0.0, kl=0.0, clip_frac=0.0, ratio_max=0.0, entropy=0.0, grad_norm=0.0,
                       noise_grad_sq=0.0, noise_trace=0.0)
-        n_tokens = 0
+        n_tokens, lr = 0, float("nan")
         for mb in np.array_split(order, cfg.mini_batches):
             if len(mb) == 0:
                 continue
             stats = self._optimizer_step(mb, rollouts, prompts, advantages, old, fresh)
             for k in totals:
                 totals[k] = max(totals[k], stats[k]) if k == "ratio_max" else totals[k] + stats[k] / cfg.mini_batches
-            n_tokens += stats["tokens"]
+            n_tokens, lr = n_tokens + stats["tokens"], stats["lr"]
         zero = float(np.mean(advantages == 0))
         totals["noise_scale"] = (totals["noise_trace"] / totals["noise_grad_sq"]
                                  if totals["noise_grad_sq"] != 0 else float("nan"))
         return {**totals, "tokens": n_tokens, "rollouts": len(rollouts), "zero_adv_share": zero,
-                "informative_samples": int(np.sum(advantages != 0)), "stale_share": stale}
+                "informative_samples": int(np.sum(advantages != 0)), "stale_share": stale, "lr": lr}
 
     def _optimizer_step(self, mb, rollouts, prompts, advantages, old, fresh) -> dict:
         cfg, model = self.cfg, self.policy.model
@@ -248,7 +248,7 @@ class GRPOLearner:
         self.version += 1
         model.eval()
         return dict(loss=sums["loss"], pg_loss=sums["pg_loss"], kl=sums["kl"], clip_frac=sums["clipped"],
-                    entropy=sums["entropy"], ratio_max=ratio_max, grad_norm=grad_norm, tokens=total_tokens,
+                    entropy=sums["entropy"], ratio_max=ratio_max, grad_norm=grad_norm, tokens=total_tokens, lr=lr,
                     **estimate)
 
     def _measures_noise(self, rows: int) -> bool:
@@ -325,7 +325,7 @@ class GRPOLearner:
         return dict(loss=0.0, pg_loss=0.0, kl=0.0, clip_frac=0.0, ratio_max=0.0, entropy=0.0, grad_norm=0.0,
                     noise_grad_sq=float("nan"), noise_trace=float("nan"), noise_scale=float("nan"),
                     tokens=0, rollouts=0, zero_adv_share=float("nan"), informative_samples=0,
-                    stale_share=float("nan"))
+                    stale_share=float("nan"), lr=float("nan"))
 
     def state_dict(self) -> dict:
         return {"version": self.version, "optimizer": self.optimizer.state_dict()}

@@ -93,8 +93,11 @@ rate) are fitted by one scenario: each regime simulates it with its own runs' sh
 so it moves in proportion; the scenario's own lr is the first regime's), and each summary
 part is the mean of the regimes' parts. The starting pass rates and lengths are fitted to the
 counts of all the folders (one probe of the initial policy, when given, serves them all).
-This asks one learner model to explain every regime: a fit to one regime pins only the
-combinations of parameters its runs move, which need not be the ones another regime moves.
+Real runs record their learner's lr per step (``learn_lr``, ``recorded_lr``); runs made before
+that column, and the simulator's, need the lrs given (``--lrs``), which are checked against the
+recorded ones where both exist. This asks one learner model to explain every regime: a fit to
+one regime pins only the combinations of parameters its runs move, which need not be the ones
+another regime moves.
 
 Everything here is numpy / pandas; the figure is drawn by ``analysis.calibration_figures`` and
 the command line is ``cli.calibrate``.
@@ -228,6 +231,15 @@ def measured_noise_scale(runs: pd.DataFrame) -> float | None:
     if (table["strategy"] == "grpo").any():
         table = table[table["strategy"] == "grpo"]
     return float(np.exp(table["log_b"].mean()))
+
+
+def recorded_lr(runs: pd.DataFrame) -> float | None:
+    """The learner's learning rate the runs record (``learn_lr``: its peak, after any warm-up),
+    or None when they do not (real runs made before the column, the simulator's)."""
+    if "learn_lr" not in runs:
+        return None
+    lr = pd.to_numeric(runs["learn_lr"], errors="coerce").dropna()
+    return float(lr.max()) if len(lr) else None
 
 
 def eval_cadence(runs: pd.DataFrame) -> int:

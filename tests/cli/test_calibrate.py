@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -203,4 +206,42 @@ def test_bad_regimes_one_error_line_exit_2_nothing_written(regimes, tmp_path, ca
     code, stdout, err = run_cli(["calibrate", *map(str, folders), "--out", str(out), *args, *FAST], capsys)
     assert code == 2 and message in err, err
     assert err.startswith("allocbench: error: ") and err.count("\n") == 1 and stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+def recording_lr(folder, lr, dest):
+    """A copy of the runs in ``folder`` whose rows record the learner's lr as the real runs do:
+    NaN at step 0 (no update), a warm-up to ``lr`` over the first two steps, then ``lr``."""
+    shutil.copytree(folder, dest)
+    runs = pd.read_parquet(dest / "runs.parquet")
+    runs["learn_lr"] = np.where(runs["step"] == 0, np.nan, lr * np.minimum(1.0, runs["step"] / 2))
+    runs.to_parquet(dest / "runs.parquet", index=False)
+    return dest
+
+
+def test_several_regimes_take_the_learning_rates_their_runs_record(regimes, tmp_path, capsys):
+    wide, narrow = (recording_lr(f, lr, tmp_path / f.name) for f, lr in zip(regimes, (1e-4, 2e-4)))
+    out = tmp_path / "fit" / "joint.toml"
+    code, stdout, err = run_cli(["calibrate", str(wide), str(narrow), "--out", str(out), "--trials", "1", *FAST],
+                                capsys)
+    assert code == 0, err
+    assert "and narrow (lr x 2)" in load_toml(out).description
+    # --lrs that agree with the recorded rates are taken; ones that do not are refused
+    code, _, err = run_cli(["calibrate", str(wide), str(narrow), "--lrs", "1e-4,2e-4", "--out", str(out),
+                            "--trials", "1", "--force", *FAST], capsys)
+    assert code == 0, err
+    code, stdout, err = run_cli(["calibrate", str(wide), str(narrow), "--lrs", "1e-4,3e-4", "--out",
+                                 str(tmp_path / "other" / "s.toml"), *FAST], capsys)
+    assert code == 2 and err.count("\n") == 1 and stdout == ""
+    assert f"--lrs gives 0.0003 for {narrow}, but its runs record a learning rate of 0.0002" in err
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_regime_whose_runs_record_no_learning_rate_needs_lrs(regimes, tmp_path, capsys):
+    wide = recording_lr(regimes[0], 1e-4, tmp_path / "wide")
+    out = tmp_path / "out" / "s.toml"
+    code, stdout, err = run_cli(["calibrate", str(wide), str(regimes[1]), "--out", str(out), *FAST], capsys)
+    assert code == 2 and err.count("\n") == 1 and stdout == ""
+    # the message names the folder without the rates, only that one
+    assert "2 RUNS_DIR need --lrs" in err and f"the runs in {regimes[1]} do not record it" in err
     assert not (tmp_path / "out").exists()

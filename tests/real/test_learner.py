@@ -390,3 +390,15 @@ def test_updates_report_the_noise_scale_and_informative_samples(small_overrides)
     # rollouts with non-zero advantage: every rollout of a group whose rewards differ
     informative = steps.trained_rollouts - steps.zero_var_groups * env.group_size
     assert (steps.learn_informative_samples == informative).all()
+
+
+def test_updates_report_the_learning_rate_of_their_last_optimizer_step_after_the_warm_up(small_overrides):
+    env = make_env("tiny-arith", seed=0, **small_overrides,
+                   **{"learner.lr": 3e-4, "learner.lr_warmup_steps": 4, "learner.mini_batches": 2})
+    w, rollouts, advantages = fixed_batch(env, n=2)
+    # two optimizer steps per update, the warm-up over four: 2/4, then 4/4, then the full lr
+    reported = [w.learner.step(rollouts, advantages)["lr"] for _ in range(3)]
+    assert reported == pytest.approx([1.5e-4, 3e-4, 3e-4])
+    assert all(g["lr"] == pytest.approx(3e-4) for g in w.learner.optimizer.param_groups)
+    table = ab.run(env, ab.make_strategy("grpo"), ab.RunConfig(steps=1, seed=0, eval_every=1))
+    assert table.loc[table.step == 1, "learn_lr"].tolist() == pytest.approx([3e-4])

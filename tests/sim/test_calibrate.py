@@ -394,3 +394,10 @@ def test_joint_setups_refuse_one_regime_twice_and_a_bad_lr_scale(two_regimes):
         cal.prepare(wide, allow_sim=True, also=((wide, 1.0),))
     with pytest.raises(ConfigError, match="lr scale must be a positive number"):
         cal.prepare(wide, allow_sim=True, also=((narrow, 0.0),))
+
+
+def test_recorded_lr_is_the_peak_after_the_warm_up_and_none_when_not_recorded():
+    runs = pd.DataFrame({"step": [0, 1, 2, 3], "learn_lr": [np.nan, 1e-4, 2e-4, 2e-4]})
+    assert cal.recorded_lr(runs) == 2e-4
+    assert cal.recorded_lr(runs.drop(columns="learn_lr")) is None
+    assert cal.recorded_lr(runs.assign(learn_lr=np.nan)) is None
