@@ -362,6 +362,11 @@ def test_a_joint_setup_simulates_each_regime_in_its_shape_and_averages_their_par
     for part in cal.SUMMARIES:
         assert parts[part] == pytest.approx(np.mean([own[part] for own, *_ in each]))
     assert parts["total@wide"] == each[0][0]["total"] and parts["total@narrow"] == each[1][0]["total"]
+    # other simulator seeds: the same regimes, other runs and so another discrepancy
+    fresh, again = setup.evaluate_regimes({"lr": 0.006}, first_seed=5)
+    assert [sorted(set(runs["seed"])) for _, runs, _, _ in again] == [[5], [5]]
+    assert [sorted(set(runs["seed"])) for _, runs, _, _ in each] == [[0], [0]]
+    assert fresh["total"] != parts["total"]
     # the narrow runs were made at twice the wide lr: a wrong scale is seen there, and only there
     for scale in (0.5, 4.0):
         wrong = cal.prepare(wide, allow_sim=True, seeds=1, pool_size=SMALL["pool_size"], params=("lr",),
