@@ -71,7 +71,8 @@ def add_parser(sub) -> None:
     p.add_argument("--params", default=",".join(_space()),
                    help="comma-separated scenario fields the study searches (the default, or stale_pull: "
                    "the cost of stale rollouts, which only runs that train them move, e.g. grpo with "
-                   "--set grpo.lag=2); the others come from --base; default: %(default)s")
+                   "--set grpo.lag=2; or nuisance_dims: sizes the cost of noise apart from lr and "
+                   "noise_scale); the others come from --base; default: %(default)s")
     p.add_argument("--base", default="default",
                    help="built-in scenario (or TOML file) that supplies the fields neither fitted nor taken "
                    "from the runs (skills, optimizer, lengths, ...) and the first trial's values; default: default")

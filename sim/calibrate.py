@@ -53,7 +53,11 @@ runs report it, and the free fit's std. ``stale_pull`` (what a rollout trained a
 drawing weights moved costs, ``sim.env``) is searched only when asked (``params``): runs that
 train only fresh rollouts (grpo) do not move it. It is fitted to runs that train stale ones with
 GRPO's own sampling, ``grpo`` with ``lag`` > 0, on the scenario fitted to the on-policy runs
-(``base`` that TOML, ``start="base"``, ``params=("stale_pull",)``). Each trial runs the
+(``base`` that TOML, ``start="base"``, ``params=("stale_pull",)``). ``nuisance_dims`` (log,
+rounded to an integer) is also searched only when asked: under Adam the cost of noise settles
+at about lr x (noise per coordinate) x nuisance_dims, so it sizes that cost apart from lr and
+noise_scale; the noise being spread over every coordinate, it also makes each skill's step
+less noisy. Each trial runs the
 fitting strategies (with the real runs' hyper-parameters) on seeds 0..S-1 of the simulator, the
 same seeds in every trial (common random numbers: trials differ by their parameters only).
 
@@ -138,10 +142,12 @@ SPACE = {
     "loading_spread": (0.0, 2.5, False, None),
     "offset_std": (0.25, 3.0, False, 0.05),
     "stale_pull": (0.0, 10.0, False, None),
+    "nuisance_dims": (16.0, 8192.0, True, None),  # rounded to an integer
 }
 # what a study searches unless told: stale_pull only moves runs that train stale rollouts (grpo
-# with a lag; see the module), so a fit to on-policy runs leaves it the base's
-DEFAULT_PARAMS = tuple(k for k in SPACE if k != "stale_pull")
+# with a lag; see the module), so a fit to on-policy runs leaves it the base's; nuisance_dims is
+# an extra degree of freedom of the cost of noise, searched when asked
+DEFAULT_PARAMS = tuple(k for k in SPACE if k not in ("stale_pull", "nuisance_dims"))
 STARTS = ("probe", "groups", "base")
 SUMMARIES = ("acc", "zero_var", "pass_hist", "b_simple")  # parts that compare run summaries
 PARTS = SUMMARIES + ("start",)
@@ -601,6 +607,8 @@ class Setup:
         values = {k: v for k, v in params.items() if k != "offset_std"}
         if "lr" in values:
             values["lr"] = values["lr"] * self.lr_scale
+        if "nuisance_dims" in values:
+            values["nuisance_dims"] = int(round(values["nuisance_dims"]))
         if "offset_std" in params:
             values["offsets"] = self.offsets_at(params["offset_std"]).offsets
         if name is not None:

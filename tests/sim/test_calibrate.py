@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import allocbench as ab
 from allocbench.errors import ConfigError
 from allocbench.probe import probe
 from allocbench.schema import write_groups, write_table
@@ -406,3 +407,19 @@ def test_recorded_lr_is_the_peak_after_the_warm_up_and_none_when_not_recorded():
     assert cal.recorded_lr(runs) == 2e-4
     assert cal.recorded_lr(runs.drop(columns="learn_lr")) is None
     assert cal.recorded_lr(runs.assign(learn_lr=np.nan)) is None
+
+
+def test_nuisance_dims_is_searched_only_when_asked_and_simulated_as_an_integer(small_runs):
+    folder, _ = small_runs
+    assert "nuisance_dims" not in cal.DEFAULT_PARAMS
+    setup = cal.prepare(folder, allow_sim=True, seeds=1, pool_size=SMALL["pool_size"], params=("lr", "nuisance_dims"))
+    sc = setup.scenario_for({"lr": 0.006, "nuisance_dims": 1000.6})
+    assert sc.nuisance_dims == 1001 and isinstance(sc.nuisance_dims, int)
+    # more nuisance directions, the same lr and noise: a larger cost of noise (drift * mean(u^2))
+    costs = []
+    for dims in (64.0, 4096.0):
+        sc = setup.scenario_for({"lr": 0.006, "nuisance_dims": dims})
+        env = make_env(sc, seed=0)
+        ab.run(env, ab.make_strategy("grpo"), ab.RunConfig(steps=sc.steps, seed=0, eval_every=sc.steps))
+        costs.append(sc.drift * float(np.mean(env.info["world"].nuisance ** 2)))
+    assert costs[1] > 1.5 * costs[0] > 0
