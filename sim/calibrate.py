@@ -57,9 +57,9 @@ GRPO's own sampling, ``grpo`` with ``lag`` > 0, on the scenario fitted to the on
 rounded to an integer) is also searched only when asked: under Adam the cost of noise settles
 at about lr x (noise per coordinate) x nuisance_dims, so it sizes that cost apart from lr and
 noise_scale; the noise being spread over every coordinate, it also makes each skill's step
-less noisy. Each trial runs the
-fitting strategies (with the real runs' hyper-parameters) on seeds 0..S-1 of the simulator, the
-same seeds in every trial (common random numbers: trials differ by their parameters only).
+less noisy. Each trial runs the fitting strategies (with the real runs' hyper-parameters) on
+seeds 0..S-1 of the simulator, the same seeds in every trial (common random numbers: trials
+differ by their parameters only).
 
 Discrepancy. Up to five parts, each in units of the noise it would show were the simulator
 exact, so that they are comparable and 1 means "as close as seed noise allows" (3: three
