@@ -53,8 +53,8 @@ runs report it, and the free fit's std. ``stale_pull`` (what a rollout trained a
 drawing weights moved costs, ``sim.env``) is searched only when asked (``params``): runs that
 train only fresh rollouts (grpo) do not move it. It is fitted to runs that train stale ones with
 GRPO's own sampling, ``grpo`` with ``lag`` > 0, on the scenario fitted to the on-policy runs
-(``base`` that TOML, ``start="base"``, ``params=("stale_pull",)``). ``nuisance_dims`` (log,
-rounded to an integer) is also searched only when asked: under Adam the cost of noise settles
+(``base`` that TOML, ``start="base"``, ``params=("stale_pull",)``). ``nuisance_dims`` (an
+integer, drawn on a log scale) is also searched only when asked: under Adam the cost of noise settles
 at about lr x (noise per coordinate) x nuisance_dims, so it sizes that cost apart from lr and
 noise_scale; the noise being spread over every coordinate, it also makes each skill's step
 less noisy. Each trial runs the fitting strategies (with the real runs' hyper-parameters) on
@@ -132,7 +132,8 @@ from sim.env import SimWorld, log_choose, make_env
 from sim.scenarios import Scenario, get_scenario, to_toml, with_fields
 
 # name -> (low, high, log, step): the parameters the study searches; all but offset_std are
-# scenario fields (offset_std: the std shared by the offset components, see the module)
+# scenario fields (offset_std: the std shared by the offset components, see the module); an
+# integer step makes an integer parameter (Optuna's suggest_int)
 SPACE = {
     "lr": (1e-4, 1.0, True, None),
     "noise_scale": (10.0, 1e6, True, None),
@@ -142,7 +143,7 @@ SPACE = {
     "loading_spread": (0.0, 2.5, False, None),
     "offset_std": (0.25, 3.0, False, 0.05),
     "stale_pull": (0.0, 10.0, False, None),
-    "nuisance_dims": (16.0, 8192.0, True, None),  # rounded to an integer
+    "nuisance_dims": (16, 8192, True, 1),
 }
 # what a study searches unless told: stale_pull only moves runs that train stale rollouts (grpo
 # with a lag; see the module), so a fit to on-policy runs leaves it the base's; nuisance_dims is
@@ -607,8 +608,6 @@ class Setup:
         values = {k: v for k, v in params.items() if k != "offset_std"}
         if "lr" in values:
             values["lr"] = values["lr"] * self.lr_scale
-        if "nuisance_dims" in values:
-            values["nuisance_dims"] = int(round(values["nuisance_dims"]))
         if "offset_std" in params:
             values["offsets"] = self.offsets_at(params["offset_std"]).offsets
         if name is not None:
@@ -660,8 +659,8 @@ class Setup:
         if "offset_std" in self.space:
             lo, hi, _, step = self.space["offset_std"]
             out["offset_std"] = round(lo + step * round((self.offsets.offsets[0][2] - lo) / step), 10)
-        for name, (lo, hi, _, _) in self.space.items():
-            out[name] = float(np.clip(out[name], lo, hi))
+        for name, (lo, hi, _, step) in self.space.items():
+            out[name] = int(np.clip(round(out[name]), lo, hi)) if isinstance(step, int) else float(np.clip(out[name], lo, hi))
         return out
 
     def settings(self) -> dict:
@@ -818,7 +817,8 @@ class Objective:
         from allocbench.tune.interrupts import Interrupts
 
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        params = {name: trial.suggest_float(name, lo, hi, log=log, step=step)
+        params = {name: trial.suggest_int(name, lo, hi, log=log) if isinstance(step, int)
+                  else trial.suggest_float(name, lo, hi, log=log, step=step)
                   for name, (lo, hi, log, step) in self.setup.space.items()}
         try:
             parts, *_ = self.setup.evaluate(params, on_step=lambda row: Interrupts.check())

@@ -409,15 +409,21 @@ def test_recorded_lr_is_the_peak_after_the_warm_up_and_none_when_not_recorded():
     assert cal.recorded_lr(runs.assign(learn_lr=np.nan)) is None
 
 
-def test_nuisance_dims_is_searched_only_when_asked_and_simulated_as_an_integer(small_runs):
+def test_nuisance_dims_is_searched_only_when_asked_and_drawn_as_an_integer(small_runs, tmp_path):
     folder, _ = small_runs
     assert "nuisance_dims" not in cal.DEFAULT_PARAMS
     setup = cal.prepare(folder, allow_sim=True, seeds=1, pool_size=SMALL["pool_size"], params=("lr", "nuisance_dims"))
-    sc = setup.scenario_for({"lr": 0.006, "nuisance_dims": 1000.6})
-    assert sc.nuisance_dims == 1001 and isinstance(sc.nuisance_dims, int)
+    study = cal.open_study(setup, f"sqlite:///{tmp_path / 'study.db'}", "dims")
+    cal.optimize(study, setup, 3)
+    drawn = [t.params["nuisance_dims"] for t in study.trials]
+    assert all(isinstance(d, int) and 16 <= d <= 8192 for d in drawn) and len(set(drawn)) > 1
+    number, best = cal.best_params(study)
+    header = cal.header_lines(setup, {"total": study.best_value}, "dims", "sqlite:///x.db", number, 3, best)
+    assert f"nuisance_dims = {best['nuisance_dims']};" in header[4]  # shown as the scenario holds it
+    assert cal.fitted(setup, best, "dims").nuisance_dims == best["nuisance_dims"]
     # more nuisance directions, the same lr and noise: a larger cost of noise (drift * mean(u^2))
     costs = []
-    for dims in (64.0, 4096.0):
+    for dims in (64, 4096):
         sc = setup.scenario_for({"lr": 0.006, "nuisance_dims": dims})
         env = make_env(sc, seed=0)
         ab.run(env, ab.make_strategy("grpo"), ab.RunConfig(steps=sc.steps, seed=0, eval_every=sc.steps))
