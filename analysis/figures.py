@@ -664,3 +664,34 @@ def sim_vs_real_speedups(validation: pd.DataFrame, agreement: dict) -> plt.Figur
     fig.suptitle(f"sim: {a['sim_scenario']} (target {a['sim_target']:.3f})  vs  real: {a['real_scenario']} "
                  f"(target {a['real_target']:.3f})", fontsize=8.5)
     return fig
+
+
+def replicate_taus(replicates: pd.DataFrame, agreement: dict) -> plt.Figure:
+    """``allocbench validate``'s yardstick (``analysis.validate.replicates``): Kendall's tau
+    against the number of seeds a side, between two disjoint sets of real seeds (how well the
+    real runs agree with themselves) and between simulated and real seeds, each the mean over
+    the random splits with the middle of the splits shaded (empty, and saying why, when the real
+    runs have one seed: nothing to split)."""
+    theme()
+    r = replicates
+    fig, ax = plt.subplots(figsize=(COL, 0.8 * COL), layout="constrained")
+    if r.empty:
+        ax.text(0.5, 0.5, "the real runs have one seed: nothing to split", ha="center", va="center",
+                transform=ax.transAxes, fontsize=8)
+    for side, label, shade in (("real", "real seeds vs other real seeds", "0.25"),
+                               ("sim", "simulated seeds vs real seeds", "tab:blue")):
+        ax.fill_between(r["seeds_per_side"], r[f"{side}_low"], r[f"{side}_high"], color=shade, alpha=0.15, lw=0)
+        ax.plot(r["seeds_per_side"], r[f"{side}_tau"], marker="o", ms=3, color=shade, label=label)
+    ax.axhline(0, color="0.7", lw=0.6, ls=":")
+    lows = r[["real_low", "sim_low"]].to_numpy(float)
+    bottom = min(-0.25, float(np.nanmin(lows)) - 0.05) if np.isfinite(lows).any() else -1.02
+    ax.set(xlabel="seeds a side", ylabel="Kendall τ of the two rankings", ylim=(bottom, 1.02))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    level = agreement.get("level", stats.LEVEL)
+    splits = int(r["splits"].iloc[0]) if len(r) else 0
+    ax.set_title(f"{agreement['n_strategies']} strategies; mean over {splits} splits, "
+                 f"middle {level:.0%} shaded\nsim: {agreement['sim_scenario']}  real: {agreement['real_scenario']}",
+                 fontsize=7.5)
+    if not r.empty:
+        _legend(ax, loc="lower right", fontsize=7)
+    return fig

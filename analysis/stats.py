@@ -202,22 +202,32 @@ def rollouts_to_target(table: pd.DataFrame, target: float | None, column: str = 
     target; NaN = not reached. ``target`` None: the peak of ``reference``'s seed-mean curve,
     in every draw that of its redrawn curve (``peak_targets``)."""
     curves = seed_curves(table, column)
-    draws = _draws(curves, n_boot, seed)
-    point_target, draw_targets = (target, target) if target is not None else peak_targets(curves, draws, reference)
-    point, boot = {}, {}
-    for name, c in curves.items():
-        point[name] = float(metrics.rollouts_to_target(_nanmean(c.acc, 0), _nanmean(c.x, 0), point_target))
-        idx = draws[name]
-        boot[name] = metrics.rollouts_to_target(_nanmean(c.acc[idx], 1), _nanmean(c.x[idx], 1), draw_targets)
-    return point, boot
+    point_target = target if target is not None else float(np.nanmax(_nanmean(curves[_ref(curves, reference)].acc, 0)))
+    point = {name: float(metrics.rollouts_to_target(_nanmean(c.acc, 0), _nanmean(c.x, 0), point_target))
+             for name, c in curves.items()}
+    return point, drawn_rollouts(curves, _draws(curves, n_boot, seed), target, reference)
+
+
+def drawn_rollouts(curves: dict[str, SeedCurves], draws: dict[str, np.ndarray], target: float | None,
+                   reference: str = "grpo") -> dict[str, np.ndarray]:
+    """Per strategy, one value per draw: ``column`` at the first evaluation where the mean curve
+    of the draw's seeds (a row of ``draws[name]``: indices into its ``seeds``) reaches the
+    target; NaN = not reached. ``target`` None: each draw's own peak of ``reference``'s mean curve."""
+    targets = target if target is not None else peak_targets(curves, draws, reference)[1]
+    return {name: metrics.rollouts_to_target(_nanmean(c.acc[draws[name]], 1), _nanmean(c.x[draws[name]], 1), targets)
+            for name, c in curves.items()}
+
+
+def _ref(curves: dict[str, SeedCurves], reference: str) -> str:
+    if reference not in curves:
+        raise ValueError(f"no {reference} runs in the table to take the target from; pass a target")
+    return reference
 
 
 def peak_targets(curves: dict[str, SeedCurves], draws: dict[str, np.ndarray],
                  reference: str) -> tuple[float, np.ndarray]:
     """(the peak of ``reference``'s seed-mean accuracy, (n_boot, 1) the peak in each draw)."""
-    if reference not in curves:
-        raise ValueError(f"no {reference} runs in the table to take the target from; pass a target")
-    ref = curves[reference]
+    ref = curves[_ref(curves, reference)]
     peaks = np.nanmax(_nanmean(ref.acc[draws[reference]], 1), axis=1)
     return float(np.nanmax(_nanmean(ref.acc, 0))), peaks[:, None]
 
@@ -317,3 +327,60 @@ def rank_agreement(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float | No
             "sim_rank": ranks(s_pt), "real_rank": ranks(r_pt), "tau": kendall_tau(s_pt, r_pt),
             "low": lo, "high": hi, "valid": float(np.isfinite(taus).mean()),
             "ceiling_low": ceiling_lo, "ceiling_high": ceiling_hi}
+
+
+REPLICATE_COLUMNS = ["seeds_per_side", "splits", "real_tau", "real_low", "real_high",
+                     "sim_tau", "sim_low", "sim_high"]
+
+
+def replicate_agreement(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float | None = None,
+                        real_target: float | None = None, n_splits: int = 200, level: float = LEVEL,
+                        seed: int = 0, reference: str = "grpo") -> pd.DataFrame:
+    """How well the real runs rank the strategies like themselves, and the simulator like them,
+    at the same number of seeds a side: the yardstick for a simulated ranking's tau. A tau
+    between two rankings of a few seeds each is lowered by both sides' seed noise, so no
+    simulator can be expected to agree with m real seeds better than m other real seeds do.
+
+    For m = 1 .. R // 2 seeds a side (R: the seeds every strategy of ``real`` has; the
+    strategies both tables hold), each of ``n_splits`` random splits draws two disjoint sets of
+    m real seeds and m of the simulated ones (without replacement; only while the simulator has
+    m seeds). Each set ranks the strategies by rollouts to its own target (as
+    ``rank_agreement``: None = the peak of the set's own ``reference`` curve; never reached =
+    last). ``real_tau`` is Kendall's tau-b between the two real sets, ``sim_tau`` between the
+    simulated set and the first real set: their mean over the splits, and the middle ``level``
+    of the splits (``*_low``, ``*_high``: the spread of one such comparison, not an interval of
+    the mean). One row per m (``REPLICATE_COLUMNS``); empty when the real runs have < 2 seeds."""
+    common = [s for s in pd.unique(real["strategy"]) if s in set(sim["strategy"])]
+    if len(common) < 2:
+        raise ValueError("fewer than two strategies in both tables: no ranking to compare")
+    curves = {side: {k: c for k, c in seed_curves(t[t["strategy"].isin(common)]).items()}
+              for side, t in (("sim", sim), ("real", real))}
+    shared = {side: np.array(sorted(set.intersection(*(set(c.seeds.tolist()) for c in cs.values()))))
+              for side, cs in curves.items()}
+    targets = {"sim": sim_target, "real": real_target}
+    rng = np.random.default_rng(seed)
+
+    def scores(side: str, chosen: np.ndarray) -> np.ndarray:
+        """(splits, strategies): each split's rollouts to target, never reached = +inf."""
+        draws = {k: np.searchsorted(c.seeds, chosen) for k, c in curves[side].items()}
+        drawn = drawn_rollouts(curves[side], draws, targets[side], reference)
+        return _nan_worst(np.column_stack([drawn[k] for k in common]))
+
+    rows = []
+    for m in range(1, len(shared["real"]) // 2 + 1):
+        order = np.argsort(rng.random((n_splits, len(shared["real"]))), axis=1)
+        first, second = (shared["real"][order[:, part]] for part in (slice(0, m), slice(m, 2 * m)))
+        a, b = scores("real", first), scores("real", second)
+        real_taus = np.array([kendall_tau(x, y) for x, y in zip(a, b)])
+        sim_taus = np.full(n_splits, np.nan)
+        if len(shared["sim"]) >= m:
+            picked = shared["sim"][np.argsort(rng.random((n_splits, len(shared["sim"]))), axis=1)[:, :m]]
+            sim_taus = np.array([kendall_tau(x, y) for x, y in zip(scores("sim", picked), a)])
+        row = {"seeds_per_side": m, "splits": n_splits}
+        for side, taus in (("real", real_taus), ("sim", sim_taus)):
+            finite = taus[np.isfinite(taus)]
+            row[f"{side}_tau"] = float(finite.mean()) if len(finite) else math.nan
+            row[f"{side}_low"], row[f"{side}_high"] = percentile_interval(finite, level)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=REPLICATE_COLUMNS).astype(
+        {c: int if c in ("seeds_per_side", "splits") else float for c in REPLICATE_COLUMNS})

@@ -41,6 +41,7 @@ COLUMNS = ["strategy", "reference",
 AGREEMENT_COLUMNS = ["sim_scenario", "real_scenario", "reference", "n_strategies", "strategies",
                      "tau", "low", "high", "valid", "ceiling_low", "ceiling_high", "sim_target", "real_target", "n_boot", "level", "seed"]
 SIDES = ("sim", "real")
+N_SPLITS = 200  # random splits of the seeds per number of seeds a side (replicates)
 
 
 def scenario_of(table: pd.DataFrame, side: str) -> str:
@@ -184,6 +185,35 @@ def validate(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float | None = N
                  "ceiling_high": float(agree["ceiling_high"]), "sim_target": targets["sim"], "real_target": targets["real"],
                  "n_boot": int(n_boot), "level": float(level), "seed": int(seed)}
     return table, agreement
+
+
+def replicates(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float | None = None,
+               real_target: float | None = None, reference: str = "grpo", n_splits: int = N_SPLITS,
+               level: float = stats.LEVEL, seed: int = 0) -> pd.DataFrame:
+    """The replicate agreement (``analysis.stats.replicate_agreement``) over the strategies both
+    tables hold: per number of seeds a side, how well two disjoint sets of real seeds rank them
+    alike, and the simulator's seeds like the real ones. Bad input raises ConfigError."""
+    if n_splits < 1:
+        raise ConfigError(f"the number of splits must be a positive integer, got {n_splits}")
+    common = common_strategies(sim, real, reference)
+    try:
+        return stats.replicate_agreement(sim[sim["strategy"].isin(common)], real[real["strategy"].isin(common)],
+                                         sim_target, real_target, n_splits=n_splits, level=level, seed=seed,
+                                         reference=reference)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def replicate_line(replicates: pd.DataFrame) -> str:
+    """The replicate agreement at the most seeds a side both comparisons have, as one line."""
+    rows = replicates[np.isfinite(replicates["sim_tau"]) & np.isfinite(replicates["real_tau"])]
+    if rows.empty:
+        return "replicate agreement: the real runs have too few seeds to split"
+    r = rows.iloc[-1]
+    m = int(r.seeds_per_side)
+    return (f"at {m} seed{'s' if m != 1 else ''} a side ({r.splits:g} random splits; mean, and the middle of the splits): "
+            f"real seeds against other real seeds tau = {r.real_tau:.2f} [{r.real_low:.2f}, {r.real_high:.2f}], "
+            f"simulated seeds against real seeds {r.sim_tau:.2f} [{r.sim_low:.2f}, {r.sim_high:.2f}]")
 
 
 def agreement_table(agreement: dict) -> pd.DataFrame:

@@ -9,8 +9,9 @@ from pathlib import Path
 from allocbench.config import check_bootstrap, check_target
 from allocbench.errors import ConfigError
 from analysis.stats import LEVEL, N_BOOT
+from analysis.validate import N_SPLITS
 
-FILES = ["validate.csv", "agreement.csv", "validate.png"]
+FILES = ["validate.csv", "agreement.csv", "validate.png", "replicates.csv", "replicates.png"]
 
 
 def add_parser(sub) -> None:
@@ -26,7 +27,12 @@ def add_parser(sub) -> None:
         "(rollouts of the reference / its rollouts, to that side's target) on each side with bootstrap "
         "intervals, its ranks and how many seeds reached the target. Prints a table and the tau line and "
         "writes DIR/validate.csv (one row per strategy), DIR/agreement.csv (one row) and DIR/validate.png "
-        "(simulated vs real speed-ups, log-log; simulated vs real ranks).")
+        "(simulated vs real speed-ups, log-log; simulated vs real ranks). "
+        "The yardstick for tau: a tau between rankings of a few seeds each is lowered by both sides' seed "
+        "noise, so no simulator can be expected to agree with m real seeds better than m other real seeds "
+        "do. For m = 1 up to half the real seeds, over random splits: tau between two disjoint sets of m real "
+        "seeds, and between m simulated seeds and m real ones (DIR/replicates.csv, one row per m, and "
+        "DIR/replicates.png).")
     p.add_argument("sim", type=Path, metavar="SIM_DIR", help="the simulated results folder")
     p.add_argument("real", type=Path, metavar="REAL_DIR", help="the real results folder")
     p.add_argument("--more-real", type=Path, action="append", default=[], metavar="DIR",
@@ -47,7 +53,9 @@ def add_parser(sub) -> None:
                    help="the strategy speed-ups are taken over and targets from; must be on both sides; default: grpo")
     p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap resamples; default: {N_BOOT}")
     p.add_argument("--level", type=float, default=LEVEL, help=f"confidence level; default: {LEVEL}")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed; default: 0")
+    p.add_argument("--splits", type=int, default=N_SPLITS, metavar="N",
+                   help=f"random splits of the seeds per number of seeds a side for the yardstick; default: {N_SPLITS}")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap and split seed; default: 0")
     p.add_argument("--force", action="store_true", help="replace existing files in DIR")
     p.set_defaults(func=cmd_validate)
 
@@ -100,28 +108,41 @@ def read_side(folder: Path, scenario: str | None, side: str):
 
 def cmd_validate(args) -> int:
     from allocbench.schema import writable, write_atomic
-    from analysis.validate import agreement_table, combine, render, validate
+    from analysis.validate import agreement_table, combine, render, replicate_line, replicates, validate
 
     check_target(args.sim_target, "--sim-target")
     check_target(args.real_target, "--real-target")
     check_bootstrap(args.n_boot, args.level)
+    if args.splits < 1:
+        raise ConfigError(f"--splits must be a positive integer, got {args.splits}")
     sim, real = (combine([read_side(folder, scenario, side) for folder in folders], side)
                  for side, folders, scenario in (("sim", [args.sim, *args.more_sim], args.sim_scenario),
                                                  ("real", [args.real, *args.more_real], args.real_scenario)))
     paths = writable(args.out, FILES, args.force)
     table, agreement = validate(sim, real, args.sim_target, args.real_target, reference=args.reference,
                                 n_boot=args.n_boot, level=args.level, seed=args.seed)
+    yardstick = replicates(sim, real, args.sim_target, args.real_target, reference=args.reference,
+                           n_splits=args.splits, level=args.level, seed=args.seed)
 
-    from analysis.figures import sim_vs_real_speedups
+    from analysis.figures import replicate_taus, sim_vs_real_speedups
 
-    png = io.BytesIO()
-    sim_vs_real_speedups(table, agreement).savefig(png, format="png", dpi=200)
+    def png(figure) -> bytes:
+        import matplotlib.pyplot as plt
+
+        out = io.BytesIO()
+        figure.savefig(out, format="png", dpi=200)
+        plt.close(figure)  # pyplot keeps every figure open until closed
+        return out.getvalue()
+
     files = {"validate.csv": table.to_csv(index=False).encode(),
              "agreement.csv": agreement_table(agreement).to_csv(index=False).encode(),
-             "validate.png": png.getvalue()}
+             "validate.png": png(sim_vs_real_speedups(table, agreement)),
+             "replicates.csv": yardstick.to_csv(index=False).encode(),
+             "replicates.png": png(replicate_taus(yardstick, agreement))}
     args.out.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         write_atomic(paths[name], lambda tmp, data=files[name]: Path(tmp).write_bytes(data))
     print(render(table, agreement))
+    print(replicate_line(yardstick))
     print(f"wrote {', '.join(str(paths[n]) for n in FILES)}")
     return 0

@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from allocbench.metrics import speedup_table
@@ -127,3 +128,47 @@ def test_default_target_is_recomputed_in_every_draw():
     assert 0.1 < np.isnan(fixed).mean() < 0.9  # the draws whose seed mean peaks below the full sample's
     with pytest.raises(ValueError, match="no dapo runs in the table"):
         stats.rollouts_to_target(table, None, reference="dapo")
+
+
+def _two_kinds(seeds_x, seeds_y, step=100) -> pd.DataFrame:
+    """grpo reaches its peak 0.9 at step 4 in every seed; a reaches 0.9 at step 1 and b at
+    step 3 in the seeds ``seeds_x``, the other way round in ``seeds_y``."""
+    fast, slow = [0.5, 0.9, 0.9, 0.9, 0.9], [0.5, 0.5, 0.5, 0.9, 0.9]
+    curves = {"grpo": {s: [0.5, 0.6, 0.7, 0.8, 0.9] for s in (*seeds_x, *seeds_y)},
+              "a": {**{s: fast for s in seeds_x}, **{s: slow for s in seeds_y}},
+              "b": {**{s: slow for s in seeds_x}, **{s: fast for s in seeds_y}}}
+    return pd.DataFrame([{"strategy": name, "seed": seed, "step": k, "eval_acc": acc[k], "cum_rollouts": step * k}
+                         for name, per_seed in curves.items() for seed, acc in per_seed.items() for k in range(5)])
+
+
+def test_replicate_agreement_by_hand():
+    # real: a before b in seeds 0, 1 and b before a in seeds 2, 3 (grpo last in both). One seed
+    # a side: two seeds of one kind agree (tau 1), of two kinds tau 1/3 (only a-b discordant).
+    # Two a side: {0, 1} against {2, 3} gives 1/3; a mixed pair ties a with b on both sides: 1.
+    real = _two_kinds((0, 1), (2, 3))
+    sim = _two_kinds((10, 11, 12), ())  # always a before b
+    out = stats.replicate_agreement(sim, real, n_splits=400, seed=3)
+    assert list(out.columns) == stats.REPLICATE_COLUMNS and out["seeds_per_side"].tolist() == [1, 2]
+    one, two = out.iloc[0], out.iloc[1]
+    assert (one.real_low, one.real_high) == pytest.approx((1 / 3, 1.0))  # both values occur
+    assert one.real_tau == pytest.approx(5 / 9, abs=0.06)  # P(same kind) = 1/3
+    assert two.real_tau == pytest.approx(7 / 9, abs=0.06)  # P({0, 1} or {2, 3} first) = 1/3
+    # the simulated seeds (a before b) against the first real set: 1 when it is of a's kind, 1/3
+    # when of b's; at two a side a tied pair gives tau-b 2 / sqrt(6)
+    assert one.sim_tau == pytest.approx(2 / 3, abs=0.06)
+    assert (two.sim_low, two.sim_high) == pytest.approx((1 / 3, 1.0))
+    assert two.sim_tau == pytest.approx((1 + 1 / 3 + 4 * 2 / math.sqrt(6)) / 6, abs=0.06)
+    # same seed, same table; the splits are random, so another seed draws others
+    assert stats.replicate_agreement(sim, real, n_splits=400, seed=3).equals(out)
+
+
+def test_replicate_agreement_needs_the_seeds():
+    real = _two_kinds((0, 1), (2, 3))
+    few = stats.replicate_agreement(_two_kinds((10,), ()), real, n_splits=20)
+    # the simulator has one seed: compared at one seed a side, not at two
+    assert np.isfinite(few["sim_tau"].iloc[0]) and np.isnan(few["sim_tau"].iloc[1])
+    assert np.isfinite(few["real_tau"]).all()
+    single = stats.replicate_agreement(real, _two_kinds((0,), ()), n_splits=20)
+    assert single.empty  # one real seed: nothing to split
+    with pytest.raises(ValueError, match="fewer than two strategies"):
+        stats.replicate_agreement(real[real.strategy == "grpo"], real, n_splits=5)

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from allocbench.errors import ConfigError
-from analysis.figures import sim_vs_real_speedups
-from analysis.validate import AGREEMENT_COLUMNS, COLUMNS, agreement_table, render, validate
+from analysis.figures import replicate_taus, sim_vs_real_speedups
+from analysis.validate import AGREEMENT_COLUMNS, COLUMNS, agreement_table, render, replicate_line, replicates, validate
 from tests.analysis.conftest import make_table
 
 # Strategies built from conftest's three: each name takes the rollouts per step of a base
@@ -166,3 +166,26 @@ def test_figure_two_panels_log_log_and_not_reached():
         assert {t.get_text() for t in right.texts} == {"grpo", "a", "b", "c", "slow"}
     finally:
         plt.close(fig)
+
+
+def test_replicates_over_the_common_strategies_and_their_figure():
+    sim, real = build(SIM), build(REAL, "real", "hand-real", seeds=(0, 1, 2, 3, 4))
+    _, agree = validate(sim, real, n_boot=20)
+    out = replicates(sim.assign(strategy=sim["strategy"].replace("c", "only_sim")), real, n_splits=30)
+    # c is not on both sides: three strategies, ranked alike by every seed of each side
+    assert out["seeds_per_side"].tolist() == [1, 2] and (out["real_tau"] == 1.0).all()
+    assert out["sim_tau"].tolist() == pytest.approx([1.0, 1.0])
+    assert "at 2 seeds a side (30 random splits" in replicate_line(out)
+    fig = replicate_taus(out, agree)
+    assert fig.axes[0].get_xlabel() == "seeds a side" and len(fig.axes[0].lines) == 3  # two sides and tau = 0
+    plt.close(fig)
+    # one real seed: an empty table, a figure that says why
+    single = replicates(sim, real[real["seed"] == 0], n_splits=30)
+    assert single.empty and "too few seeds" in replicate_line(single)
+    fig = replicate_taus(single, agree)
+    assert "nothing to split" in fig.axes[0].texts[0].get_text()
+    plt.close(fig)
+    with pytest.raises(ConfigError, match="number of splits must be a positive integer"):
+        replicates(sim, real, n_splits=0)
+    with pytest.raises(ConfigError, match="reference strategy 'nope'"):
+        replicates(sim, real, reference="nope")

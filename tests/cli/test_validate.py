@@ -24,7 +24,8 @@ def test_validate_writes_three_files_and_prints_table(folders, tmp_path, capsys)
     code = main(["validate", str(sim), str(real), "--out", str(out), "--n-boot", "50"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert sorted(p.name for p in out.iterdir()) == ["agreement.csv", "validate.csv", "validate.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["agreement.csv", "replicates.csv", "replicates.png",
+                                                     "validate.csv", "validate.png"]
     table = pd.read_csv(out / "validate.csv")
     assert table["strategy"].tolist() == ["a", "c", "b", "grpo"]
     assert table.set_index("strategy")["real_speedup"].to_dict() == pytest.approx(
@@ -36,6 +37,14 @@ def test_validate_writes_three_files_and_prints_table(folders, tmp_path, capsys)
     assert (out / "validate.png").read_bytes()[:4] == b"\x89PNG"
     assert "Kendall tau = 0.67 [0.67, 0.67] over 4 strategies" in captured.out
     assert "4.00x [4.00, 4.00]" in captured.out
+    # the yardstick: 3 real seeds, all alike, split one a side: the real seeds agree fully, the
+    # simulated ones as the full tables do
+    replicates = pd.read_csv(out / "replicates.csv")
+    assert replicates["seeds_per_side"].tolist() == [1] and replicates.loc[0, "splits"] == 200
+    assert replicates.loc[0, "real_tau"] == pytest.approx(1.0) and replicates.loc[0, "sim_tau"] == pytest.approx(4 / 6)
+    assert (out / "replicates.png").read_bytes()[:4] == b"\x89PNG"
+    assert ("at 1 seed a side (200 random splits; mean, and the middle of the splits): real seeds against other "
+            "real seeds tau = 1.00 [1.00, 1.00], simulated seeds against real seeds 0.67 [0.67, 0.67]") in captured.out
     # a second run needs --force, which replaces the files
     code = main(["validate", str(sim), str(real), "--out", str(out), "--n-boot", "50"])
     assert code == 2 and "would overwrite" in capsys.readouterr().err
@@ -68,6 +77,7 @@ def test_validate_picks_a_scenario_of_a_leaderboard(folders, tmp_path, capsys):
     (["SIM", "ONLY_GRPO"], "1 strategy in both tables"),
     (["SIM", "REAL", "--sim-target", "1.5"], "--sim-target must be in (0, 1]"),
     (["SIM", "REAL", "--n-boot", "0"], "--n-boot must be at least 10"),
+    (["SIM", "REAL", "--splits", "0"], "--splits must be a positive integer, got 0"),
 ])
 def test_validate_bad_input_one_line_nothing_written(folders, tmp_path, capsys, args, message):
     sim, real = folders
