@@ -51,6 +51,19 @@ def mean_curve(table: pd.DataFrame) -> pd.DataFrame:
               .reset_index())
 
 
+def gain_spread(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (strategy, step) evaluated after step 0: the std over seeds (ddof 1) of the held-out
+    accuracy gain, each run's eval_acc minus its own step-0 eval_acc (how far runs that differ
+    only by their seed drift apart), the number of seeds (``seeds``) and the seed-mean
+    cum_rollouts. Columns: strategy, step, cum_rollouts, std, seeds."""
+    ev = evaluated(table)[["strategy", "seed", "step", "cum_rollouts", "eval_acc"]]
+    start = ev[ev["step"] == 0].set_index(["strategy", "seed"])["eval_acc"]
+    later = ev[ev["step"] > 0]
+    gain = later["eval_acc"] - start.reindex(pd.MultiIndex.from_frame(later[["strategy", "seed"]])).to_numpy()
+    g = later.assign(gain=gain).groupby(["strategy", "step"], sort=True)
+    return g.agg(cum_rollouts=("cum_rollouts", "mean"), std=("gain", "std"), seeds=("gain", "count")).reset_index()
+
+
 def first_reaching(curve: pd.DataFrame, target: float, column: str = "cum_rollouts") -> float:
     """``column`` at the first row (in step order) whose eval_acc >= target; NaN if none."""
     curve = curve.sort_values("step")

@@ -32,19 +32,25 @@ def _need(table: pd.DataFrame, columns, what: str) -> None:
 
 
 def calibration_figure(acc: pd.DataFrame, zero_var: pd.DataFrame, pass_hist: pd.DataFrame,
-                       title: str | None = None) -> plt.Figure:
+                       title: str | None = None, spread: pd.DataFrame | None = None) -> plt.Figure:
     """Real vs simulated: accuracy gain vs cumulative rollouts, zero-variance share vs step,
-    pass-rate histograms per third of training (one colour per strategy)."""
+    pass-rate histograms per third of training (one colour per strategy); with ``spread`` also
+    the std over seeds of the accuracy gain vs cumulative rollouts (log scale)."""
     theme()
     _need(acc, ["source", "strategy", "cum_rollouts", "gain", "se"], "accuracy")
     _need(zero_var, ["source", "strategy", "step", "share", "se"], "zero-variance share")
     _need(pass_hist, ["source", "strategy", "third", "center", "share", "se"], "pass-rate histograms")
+    if spread is not None:
+        _need(spread, ["source", "strategy", "cum_rollouts", "std"], "seed spread")
     strategies = order(pd.concat([acc["strategy"], zero_var["strategy"], pass_hist["strategy"]]))
     if not strategies:
         raise NoData("calibration figure: the tables are empty")
     fig = plt.figure(figsize=(2 * COL, 4.4), layout="constrained")
     grid = fig.add_gridspec(2, 6)
-    ax_acc, ax_zv = fig.add_subplot(grid[0, :3]), fig.add_subplot(grid[0, 3:])
+    if spread is None:
+        ax_acc, ax_zv = fig.add_subplot(grid[0, :3]), fig.add_subplot(grid[0, 3:])
+    else:
+        ax_acc, ax_zv, ax_spread = (fig.add_subplot(grid[0, 2 * i:2 * i + 2]) for i in range(3))
     ax_hist = [fig.add_subplot(grid[1, 2 * i:2 * i + 2]) for i in range(3)]
 
     for strategy in strategies:
@@ -56,6 +62,10 @@ def calibration_figure(acc: pd.DataFrame, zero_var: pd.DataFrame, pass_hist: pd.
                 if source == "real":
                     ax_acc.fill_between(a["cum_rollouts"], a["gain"] - a["se"].fillna(0), a["gain"] + a["se"].fillna(0),
                                         color=c, alpha=0.18, lw=0)
+            if spread is not None:
+                d = spread[(spread["strategy"] == strategy) & (spread["source"] == source)].sort_values("cum_rollouts")
+                if len(d):
+                    ax_spread.plot(d["cum_rollouts"], d["std"], color=c, **STYLE[source])
             z = zero_var[(zero_var["strategy"] == strategy) & (zero_var["source"] == source)].sort_values("step")
             if len(z):
                 ax_zv.plot(z["step"], z["share"], color=c, **STYLE[source])
@@ -80,6 +90,10 @@ def calibration_figure(acc: pd.DataFrame, zero_var: pd.DataFrame, pass_hist: pd.
     ax_zv.set_xlabel("training step")
     ax_zv.set_ylabel("zero-variance share")
     ax_zv.set_ylim(bottom=0)
+    if spread is not None:
+        _budget_axis(ax_spread, "cum_rollouts")
+        ax_spread.set_yscale("log")
+        ax_spread.set_ylabel("std over seeds of the gain")
     for third, ax in enumerate(ax_hist):
         ax.set_title(THIRD_NAMES[third], fontsize=7.5)
         ax.set_xlabel("group pass rate (correct / n)")

@@ -216,6 +216,18 @@ def replicate_line(replicates: pd.DataFrame) -> str:
             f"simulated seeds against real seeds {r.sim_tau:.2f} [{r.sim_low:.2f}, {r.sim_high:.2f}]")
 
 
+def spread_line(sim: pd.DataFrame, real: pd.DataFrame, reference: str = "grpo") -> str:
+    """How far the reference's runs drift apart by seed on each side, as one line: the std over
+    seeds of the held-out accuracy gain (``allocbench.metrics.gain_spread``), averaged over the
+    evaluations after step 0. A simulator whose seeds drift apart less than the real ones ranks
+    alike from fewer seeds than real training does."""
+    spread = {side: metrics.gain_spread(t[t["strategy"] == reference])["std"].mean() for side, t in
+              zip(SIDES, (sim, real))}
+    ratio = spread["sim"] / spread["real"] if spread["real"] > 0 else math.nan
+    return (f"seed spread of {reference}'s accuracy gain (std over seeds, mean over the evaluations): simulated "
+            f"{spread['sim']:.4f}, real {spread['real']:.4f} ({ratio:.2f}x)")
+
+
 def agreement_table(agreement: dict) -> pd.DataFrame:
     """The agreement as a one-row table (``AGREEMENT_COLUMNS``; strategies joined by spaces)."""
     row = {k: agreement[k] for k in AGREEMENT_COLUMNS}

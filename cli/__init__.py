@@ -9,6 +9,8 @@ optuna) happen inside the command, so ``allocbench --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -27,6 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("allocbench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of the output went away (``allocbench ... | head``): stop quietly. Files are
+        # written before the lines that report them; later output goes nowhere, not to a traceback.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer the pipe killed
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,6 +73,11 @@ def add_parser(sub) -> None:
                    "the cost of stale rollouts, which only runs that train them move, e.g. grpo with "
                    "--set grpo.lag=2; or nuisance_dims: sizes the cost of noise apart from lr and "
                    "noise_scale); the others come from --base; default: %(default)s")
+    p.add_argument("--parts", default="acc,zero_var,pass_hist,b_simple",
+                   help="comma-separated summaries the discrepancy compares (module sim.calibrate): the "
+                   "default, or with spread: the std over seeds of the held-out accuracy gain at each evaluation, "
+                   "how far runs that differ only by their seed drift apart (it decides how many seeds a ranking "
+                   "needs); default: %(default)s")
     p.add_argument("--base", default="default",
                    help="built-in scenario (or TOML file) that supplies the fields neither fitted nor taken "
                    "from the runs (skills, optimizer, lengths, ...) and the first trial's values; default: default")
@@ -169,16 +174,16 @@ def figure_png(regime, sim, total: float, first: str, stem: str, joint: bool) ->
     import pandas as pd
 
     from analysis.calibration_figures import calibration_figure
-    from sim.calibrate import SUMMARIES
 
-    tables = {name: pd.concat([regime.real.tagged("real")[name], sim.tagged("sim")[name]], ignore_index=True)
-              for name in SUMMARIES}
+    real, simulated = regime.real.tagged("real"), sim.tagged("sim")
+    tables = {name: pd.concat([real[name], simulated[name]], ignore_index=True) for name in real}
     noise = ""
     real_b, sim_b = (t.loc[t["strategy"] == first, "b_simple"] for t in (regime.real.b_simple, sim.b_simple))
     if len(real_b) and len(sim_b):
         noise = f"; {first}'s B_simple real {real_b.iloc[0]:,.0f}, sim {sim_b.iloc[0]:,.0f}"
     where = f" in {regime.scenario}" if joint else ""
     fig = calibration_figure(tables["acc"], tables["zero_var"], tables["pass_hist"],
+                             spread=tables["spread"] if "spread" in regime.parts else None,
                              title=f"{stem}{where}: real ({regime.real.seeds} seeds) vs fitted simulator "
                              f"({regime.seeds} seeds); discrepancy {total:.2f}{noise}")
     png = io.BytesIO()
@@ -203,6 +208,7 @@ def _cmd_calibrate(args) -> int:
         raise ConfigError(f"--pool-size must be positive, got {args.pool_size}")
     strategies = tuple(s.strip() for s in args.fit_strategies.split(",") if s.strip())
     params = tuple(s.strip() for s in args.params.split(",") if s.strip())
+    parts = cal.check_parts(tuple(s.strip() for s in args.parts.split(",") if s.strip()), args.seeds)
     study_name = args.study or "calibrate-" + re.sub(r"[^A-Za-z0-9._-]", "-", out.stem)
     check_study_name(study_name)
     lrs = given_lrs(args.lrs, args.runs)
@@ -220,7 +226,7 @@ def _cmd_calibrate(args) -> int:
         pool = preset_pool(str(runs["env"].iloc[0]), str(runs["scenario"].iloc[0]))
     setup = cal.prepare(args.runs[0], strategies, probe=probe, start=args.start or "probe", allow_sim=args.allow_sim,
                         seeds=args.seeds, base=args.base, pool_size=pool, params=params, tables=tables[0],
-                        also=tuple(zip(args.runs[1:], scales[1:], tables[1:])))
+                        also=tuple(zip(args.runs[1:], scales[1:], tables[1:])), parts=parts)
     paths = output_paths(out, tuple(r.scenario for r in setup.also))
     writable(out.parent, [p.name for p in paths.values()], args.force)
     storage = args.storage or default_storage(study_name, out.parent, create=False)

@@ -61,13 +61,13 @@ less noisy. Each trial runs the fitting strategies (with the real runs' hyper-pa
 seeds 0..S-1 of the simulator, the same seeds in every trial (common random numbers: trials
 differ by their parameters only).
 
-Discrepancy. Up to five parts, each in units of the noise it would show were the simulator
+Discrepancy. Up to six parts, each in units of the noise it would show were the simulator
 exact, so that they are comparable and 1 means "as close as seed noise allows" (3: three
-standard errors off). Parts 1-4 are the RMSE between the real and the simulated seed-mean
-summary over its points, divided by the real summary's standard error over its R seeds (root
-mean square over the points, floored at ``FLOORS``) times sqrt(1 + R / S) (the simulated mean,
-over S seeds of similar spread, adds its own), averaged over the fitting strategies. The total
-is the mean of the parts present.
+standard errors off). Parts 1-4 and 6 are the RMSE between the real and the simulated
+summary (a seed mean; for the spread, a std over seeds) over its points, divided by the real
+summary's standard error over its R seeds (root mean square over the points, floored at
+``FLOORS``) times sqrt(1 + R / S) (the simulated summary, over S seeds of similar spread, adds
+its own), averaged over the fitting strategies. The total is the mean of the parts present.
 
 1. ``acc``: held-out accuracy gain (eval_acc minus the run's step-0 eval_acc) against
    cumulative rollouts; the simulated seed-mean curve is interpolated at the real evaluation
@@ -89,6 +89,11 @@ is the mean of the parts present.
 5. ``start``: sqrt(2 (L_free - L(offset_std))), L the log-likelihood of the starting counts:
    the likelihood-ratio statistic of the searched spread against the free fit, ~|N(0, 1)| when
    the spread is compatible with the counts. Absent when ``offset_std`` is not searched.
+6. ``spread``, compared only when asked (``parts``, ``calibrate --parts``): the log of the std
+   over seeds of the held-out accuracy gain at each evaluation (how far runs that differ only
+   by their seed drift apart), standard error 1 / sqrt(2 (R - 1)). It decides how many seeds a
+   ranking needs: a simulator whose seeds agree more than the real ones promises rankings from
+   fewer seeds than real training gives them. A study that compares it is another study.
 
 Several regimes at once (``prepare(..., also=...)``, ``allocbench calibrate DIR DIR ... --lrs``).
 Runs of the same policy and pool in other configurations (prompts per step, steps, learning
@@ -124,6 +129,7 @@ import pandas as pd
 
 from allocbench.errors import AllocbenchError, ConfigError, DataTooHard
 from allocbench.groups import GroupLog
+from allocbench.metrics import gain_spread
 from allocbench.probe import feature_predictions, feature_r2, r_squared, smoothed_logit
 from allocbench.runner import RunConfig, run
 from allocbench.strategy import make_strategy, strategy_class, strategy_names
@@ -150,10 +156,12 @@ SPACE = {
 # an extra degree of freedom of the cost of noise, searched when asked
 DEFAULT_PARAMS = tuple(k for k in SPACE if k not in ("stale_pull", "nuisance_dims"))
 STARTS = ("probe", "groups", "base")
-SUMMARIES = ("acc", "zero_var", "pass_hist", "b_simple")  # parts that compare run summaries
-PARTS = SUMMARIES + ("start",)
-# least standard error of a point (b_simple: of its log)
-FLOORS = {"acc": 0.005, "zero_var": 0.01, "pass_hist": 0.005, "b_simple": 0.1}
+SUMMARIES = ("acc", "zero_var", "pass_hist", "b_simple")  # the parts that compare run summaries, unless told
+EXTRA_SUMMARIES = ("spread",)  # compared when asked (``parts``)
+PARTS = SUMMARIES + EXTRA_SUMMARIES + ("start",)
+# least standard error of a point (b_simple and spread: of its log)
+FLOORS = {"acc": 0.005, "zero_var": 0.01, "pass_hist": 0.005, "b_simple": 0.1, "spread": 0.05}
+SPREAD_FLOOR = 1e-3  # a seed std of the gain below this (0.1 points of accuracy) counts as this
 WINDOWS = 20  # zero-variance windows over a run
 THIRDS = 3  # pass-rate histograms over a run
 START_GROUPS = 256  # groups of the first steps that set the starting pass rates (without a probe)
@@ -405,10 +413,11 @@ class Summaries:
     zero_var: pd.DataFrame  # strategy, window, step, share, se
     pass_hist: pd.DataFrame  # strategy, third, bin, center, share, se
     b_simple: pd.DataFrame  # strategy, b_simple, log_b, se (of log_b); no row where not reported
+    spread: pd.DataFrame  # strategy, step, cum_rollouts, std, log_std, se (of log_std)
     seeds: int
 
     def tagged(self, source: str) -> dict[str, pd.DataFrame]:
-        return {name: getattr(self, name).assign(source=source) for name in SUMMARIES}
+        return {name: getattr(self, name).assign(source=source) for name in SUMMARIES + EXTRA_SUMMARIES}
 
 
 def _seed_mean(table: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
@@ -444,6 +453,7 @@ def summarise(runs: pd.DataFrame, groups: pd.DataFrame, steps: int, edges: np.nd
     acc = _seed_mean(ev, ["strategy", "step"], "gain")
     means = ev.groupby(["strategy", "step"])[["cum_rollouts", "eval_acc"]].mean().reset_index()
     acc = acc.merge(means, on=["strategy", "step"])[["strategy", "step", "cum_rollouts", "eval_acc", "gain", "se"]]
+    spread = seed_spread(runs)
 
     window = max(1, round(steps / WINDOWS))
     trained = runs[(runs["step"] > 0) & (runs["prompts_trained"] > 0)].copy()
@@ -467,7 +477,17 @@ def summarise(runs: pd.DataFrame, groups: pd.DataFrame, steps: int, edges: np.nd
     counts["share"] = np.where(totals > 0, counts["n"] / totals.where(totals > 0, 1), np.nan)
     pass_hist = _seed_mean(counts.dropna(subset=["share"]), ["strategy", "third", "bin"], "share")
     pass_hist["center"] = (edges[:-1] + edges[1:])[pass_hist["bin"].to_numpy()] / 2
-    return Summaries(acc, zero_var, pass_hist, noise_summary(runs), seeds=int(runs["seed"].nunique()))
+    return Summaries(acc, zero_var, pass_hist, noise_summary(runs), spread, seeds=int(runs["seed"].nunique()))
+
+
+def seed_spread(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy and evaluation after step 0: the std over seeds of the held-out accuracy gain
+    (``allocbench.metrics.gain_spread``), its log (floored at ``SPREAD_FLOOR``) and the standard
+    error of that log, 1 / sqrt(2 (R - 1)) for R seeds (of a normal sample's log std)."""
+    out = gain_spread(runs)
+    out["log_std"] = np.log(np.maximum(out["std"].fillna(0.0), SPREAD_FLOOR))
+    out["se"] = np.where(out["seeds"] > 1, 1 / np.sqrt(2 * np.maximum(out["seeds"] - 1, 1)), np.nan)
+    return out[["strategy", "step", "cum_rollouts", "std", "log_std", "se"]]
 
 
 def noise_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -494,11 +514,11 @@ def noise_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["strategy", "b_simple", "log_b", "se"])
 
 
-def discrepancy(real: Summaries, sim: Summaries) -> dict[str, float]:
-    """The parts (see the module) and their mean, ``total``."""
+def discrepancy(real: Summaries, sim: Summaries, parts: tuple[str, ...] = SUMMARIES) -> dict[str, float]:
+    """The summary ``parts`` (see the module) and their mean, ``total``."""
     inflate = math.sqrt(1 + real.seeds / max(sim.seeds, 1))
     out = {}
-    for part in SUMMARIES:
+    for part in parts:
         values = []
         for strategy, r in getattr(real, part).groupby("strategy"):
             s = getattr(sim, part)
@@ -512,8 +532,8 @@ def discrepancy(real: Summaries, sim: Summaries) -> dict[str, float]:
                 simulated = np.interp(r["cum_rollouts"], curve["cum_rollouts"], curve["gain"]) if len(curve) else np.nan
                 diff, se = simulated - r["gain"].to_numpy(), r["se"].to_numpy()
             else:
-                keys = ["window"] if part == "zero_var" else ["third", "bin"]
-                value = "share"
+                keys = {"zero_var": ["window"], "pass_hist": ["third", "bin"], "spread": ["step"]}[part]
+                value = "log_std" if part == "spread" else "share"
                 joined = r.merge(s[keys + [value]], on=keys, how="left", suffixes=("", "_sim"))
                 diff, se = (joined[f"{value}_sim"] - joined[value]).to_numpy(), joined["se"].to_numpy()
             if len(diff) == 0:
@@ -524,7 +544,7 @@ def discrepancy(real: Summaries, sim: Summaries) -> dict[str, float]:
             noise = math.sqrt(float(np.nanmean(se**2))) if np.isfinite(se).any() else 0.0
             values.append(rmse / (max(noise, FLOORS[part]) * inflate))
         out[part] = float(np.mean(values)) if values else math.nan
-    out["total"] = float(np.nanmean([out[p] for p in SUMMARIES]))
+    out["total"] = float(np.nanmean([out[p] for p in parts]))
     return out
 
 
@@ -576,6 +596,7 @@ class Setup:
     # and this regime's lr relative to the first's: the searched lr is the first regime's
     also: tuple = ()
     lr_scale: float = 1.0
+    parts: tuple = SUMMARIES  # the summary parts the discrepancy compares
     _offset_fits: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def regimes(self) -> tuple:
@@ -638,14 +659,14 @@ class Setup:
             runs, groups = simulate(setup.scenario_for(params, name=name), setup.strategies, setup.seeds, setup.steps,
                                     setup.eval_every, on_step, first_seed=first_seed)
             sim = summarise(runs, groups, setup.steps, setup.edges)
-            own = discrepancy(setup.real, sim)
+            own = discrepancy(setup.real, sim, self.parts)
             own["start"] = start
-            own["total"] = float(np.nanmean([own[p] for p in PARTS]))
+            own["total"] = float(np.nanmean([own[p] for p in self.parts + ("start",)]))
             each.append((own, runs, groups, sim))
         parts = {p: float(np.nanmean([own[p] for own, *_ in each])) if any(math.isfinite(own[p]) for own, *_ in each)
-                 else math.nan for p in SUMMARIES}
+                 else math.nan for p in self.parts}
         parts["start"] = start
-        parts["total"] = float(np.nanmean([parts[p] for p in PARTS]))
+        parts["total"] = float(np.nanmean([parts[p] for p in self.parts + ("start",)]))
         if self.also:
             parts |= {f"total@{setup.scenario}": own["total"] for setup, (own, *_) in zip(self.regimes(), each)}
         return parts, each
@@ -665,7 +686,7 @@ class Setup:
 
     def settings(self) -> dict:
         """What a study's trials depend on, in JSON; a study is resumed only with the same."""
-        real = json.dumps({p: getattr(self.real, p).round(10).to_dict("list") for p in SUMMARIES}
+        real = json.dumps({p: getattr(self.real, p).round(10).to_dict("list") for p in self.parts}
                           | {"counts": np.c_[self.counts].tolist()}, sort_keys=True)
         return json.loads(json.dumps({
             "source": self.source, "data": hashlib.sha1(real.encode()).hexdigest()[:16],
@@ -673,7 +694,7 @@ class Setup:
                      if f.name not in ("name", "description")},
             "strategies": self.strategies, "seeds": self.seeds, "steps": self.steps, "eval_every": self.eval_every,
             "space": {k: list(v) for k, v in self.space.items()},
-        } | ({"also": [{k: v for k, v in other.settings().items() if k != "source"} | {"lr_scale": other.lr_scale}
+        } | ({"parts": list(self.parts)} if self.parts != SUMMARIES else {}) | ({"also": [{k: v for k, v in other.settings().items() if k != "source"} | {"lr_scale": other.lr_scale}
                        for other in self.also]} if self.also else {})))
 
 
@@ -696,10 +717,24 @@ def check_inputs(strategies: tuple[str, ...], seeds: int, params: tuple[str, ...
     return names, get_scenario(base)
 
 
+def check_parts(parts: tuple[str, ...] | None, seeds: int) -> tuple[str, ...]:
+    """The summary parts the discrepancy compares, in their canonical order (ConfigError, one
+    line, for an unknown or no name, or the spread part with one simulated seed per trial)."""
+    if parts is None:
+        return SUMMARIES
+    known = SUMMARIES + EXTRA_SUMMARIES
+    bad = [p for p in parts if p not in known]
+    if bad or not parts:
+        raise ConfigError(f"--parts: {'unknown ' + ', '.join(bad) if bad else 'none given'}; choose among {', '.join(known)}")
+    if "spread" in parts and seeds < 2:
+        raise ConfigError("--parts spread compares the spread over seeds: it needs --seeds 2 or more")
+    return tuple(p for p in known if p in parts)
+
+
 def prepare(folder: Path, strategies: tuple[str, ...] = ("grpo",), *, probe: pd.DataFrame | None = None,
             start: str = "probe", allow_sim: bool = False, seeds: int = 3, base: str | Scenario = DEFAULT_BASE, pool_size: int | None = None,
             params: tuple[str, ...] | None = None, tables: tuple[pd.DataFrame, pd.DataFrame] | None = None,
-            also: tuple = ()) -> Setup:
+            also: tuple = (), parts: tuple[str, ...] | None = None) -> Setup:
     """Read the runs (or take ``tables``, what ``read_runs`` returned for them), fit the
     starting pass rates (to the probe's counts, or with ``start="groups"`` or no probe to the
     first steps' groups) and build the study's ``Setup``.
@@ -708,10 +743,14 @@ def prepare(folder: Path, strategies: tuple[str, ...] = ("grpo",), *, probe: pd.
     tables)`` each: runs of the same policy and pool in another configuration (prompts per
     step, steps, learning rate), whose learner's lr is ``lr_scale`` times the first folder's.
     One scenario serves them all: each regime simulates it with its own runs' shape and the lr
-    scaled; the starting pass rates and lengths are fitted to the counts of all the folders."""
+    scaled; the starting pass rates and lengths are fitted to the counts of all the folders.
+
+    ``parts``: the summary parts the discrepancy compares (default ``SUMMARIES``; ``spread``,
+    the seed-to-seed spread of the accuracy gain, only when named)."""
     if start not in STARTS:
         raise ConfigError(f"--start must be one of {', '.join(STARTS)}, got {start!r}")
     names, base_sc = check_inputs(strategies, seeds, params, base)
+    parts = check_parts(parts, seeds)
     if start == "base" and "offset_std" in names:
         raise ConfigError("--start base keeps the base scenario's starting pass rates: leave offset_std out of --params")
     folders = [(Path(folder), 1.0, tables)] + [(Path(entry[0]), entry[1], entry[2] if len(entry) > 2 else None)
@@ -724,6 +763,8 @@ def prepare(folder: Path, strategies: tuple[str, ...] = ("grpo",), *, probe: pd.
         steps = int(runs["step"].max())
         if steps < 1 or not (runs["step"] == 0).any() or runs.loc[runs["step"] == 0, "eval_acc"].isna().all():
             raise ConfigError(f"{where}: the runs have no step-0 evaluation and training steps to compare")
+        if "spread" in parts and runs["seed"].nunique() < 2:
+            raise ConfigError(f"{where}: --parts spread needs runs of 2 or more seeds, found 1")
         read.append((where, float(scale), runs, groups, steps))
     scenarios = [", ".join(sorted(set(map(str, runs["scenario"])))) for _, _, runs, _, _ in read]
     if len(set(scenarios)) < len(scenarios):
@@ -759,7 +800,8 @@ def prepare(folder: Path, strategies: tuple[str, ...] = ("grpo",), *, probe: pd.
             eval_every=eval_cadence(runs), space={k: SPACE[k] for k in names}, real=summarise(runs, groups, steps, edges),
             edges=edges, offsets=offsets, counts=(np.asarray(correct), np.asarray(n)),
             real_acc0=float(runs.loc[(runs["step"] == 0), "eval_acc"].mean()), b_simple=measured_noise_scale(runs),
-            env=", ".join(sorted(set(runs["env"]))), scenario=scenario, lr_scale=scale, _offset_fits=fit_cache))
+            env=", ".join(sorted(set(runs["env"]))), scenario=scenario, lr_scale=scale, parts=parts,
+            _offset_fits=fit_cache))
     first = setups[0]
     return dataclasses.replace(first, also=tuple(setups[1:])) if len(setups) > 1 else first
 
@@ -867,7 +909,7 @@ def trials_table(study, setup: Setup) -> pd.DataFrame:
     for t in study.get_trials(deepcopy=False):
         row = {"number": t.number, "state": t.state.name.lower()}
         row.update({name: t.params.get(name, math.nan) for name in setup.space})
-        row.update({p: t.user_attrs.get(p, math.nan) for p in PARTS})
+        row.update({p: t.user_attrs.get(p, math.nan) for p in setup.parts + ("start",)})
         row["total"] = t.value if t.value is not None else math.nan
         if setup.also:
             row.update({f"total@{r.scenario}": t.user_attrs.get(f"total@{r.scenario}", math.nan)

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from allocbench.metrics import default_target, first_reaching, speedup_table
+from allocbench.metrics import default_target, first_reaching, gain_spread, speedup_table
 
 
 def hand_table():
@@ -82,3 +82,15 @@ def test_first_reaching_on_a_table_uses_step_order():
     curve = pd.DataFrame({"step": [3, 1, 2, 0], "eval_acc": [0.9, 0.65, 0.5, 0.1],
                           "cum_rollouts": [300, 100, 200, 0]})
     assert first_reaching(curve, 0.6) == 100
+
+
+def test_gain_spread_by_hand():
+    out = gain_spread(hand_table()).set_index(["strategy", "step"])
+    # grpo gains 0.2, 0.2 (step 1), 0.4, 0.3 (step 2), 0.5, 0.5 (step 3); pc 0.4, 0.3 then equal
+    assert out.index.tolist() == [("grpo", 1), ("grpo", 2), ("grpo", 3), ("pc", 1), ("pc", 2), ("pc", 3)]
+    assert out["std"].tolist() == pytest.approx([0.0, np.sqrt(0.005), 0.0, np.sqrt(0.005), 0.0, 0.0], abs=1e-12)
+    assert (out["seeds"] == 2).all() and out.loc[("pc", 2), "cum_rollouts"] == 3000
+    # a run's own step 0 is its reference: shifting a whole run changes nothing
+    shifted = hand_table()
+    shifted.loc[shifted["seed"] == 1, "eval_acc"] += 0.05
+    assert gain_spread(shifted)["std"].tolist() == pytest.approx(out["std"].tolist(), abs=1e-12)

@@ -7,7 +7,8 @@ import pytest
 
 from allocbench.errors import ConfigError
 from analysis.figures import replicate_taus, sim_vs_real_speedups
-from analysis.validate import AGREEMENT_COLUMNS, COLUMNS, agreement_table, render, replicate_line, replicates, validate
+from analysis.validate import (AGREEMENT_COLUMNS, COLUMNS, agreement_table, render, replicate_line, replicates,
+                               spread_line, validate)
 from tests.analysis.conftest import make_table
 
 # Strategies built from conftest's three: each name takes the rollouts per step of a base
@@ -189,3 +190,13 @@ def test_replicates_over_the_common_strategies_and_their_figure():
         replicates(sim, real, n_splits=0)
     with pytest.raises(ConfigError, match="reference strategy 'nope'"):
         replicates(sim, real, reference="nope")
+
+
+def test_spread_line_compares_how_far_the_seeds_drift_apart():
+    sim = build(SIM)  # every seed alike: no spread
+    real = build(REAL, "real", "hand-real")
+    real.loc[(real["seed"] == 1) & (real["step"] > 0), "eval_acc"] += 0.03  # seed 1 gains 0.03 more
+    line = spread_line(sim, real)
+    # grpo's gains differ by 0.03 between seeds 0-2 at each evaluation: std 0.0173
+    assert line == ("seed spread of grpo's accuracy gain (std over seeds, mean over the evaluations): "
+                    "simulated 0.0000, real 0.0173 (0.00x)")

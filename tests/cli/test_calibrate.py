@@ -44,7 +44,8 @@ def test_calibrate_writes_scenario_trials_and_figure_and_resumes(runs_dir, tmp_p
     assert text.startswith("# allocbench calibrate: study 'calibrate-tiny'") and "# discrepancy" in text
     trials = pd.read_csv(out.with_name("tiny.fit.csv"))
     assert trials["number"].tolist() == [0, 1, 2] and trials["first"].tolist() == [True, False, False]
-    assert {"lr", "noise_scale", *cal.PARTS, "total"} <= set(trials.columns)
+    assert {"lr", "noise_scale", *cal.SUMMARIES, "start", "total"} <= set(trials.columns)
+    assert "spread" not in trials.columns  # compared only when asked
     assert trials["total"].notna().all()
     best = trials.loc[trials["total"].idxmin()]
     assert sc.lr == pytest.approx(best["lr"]) and sc.noise_scale == pytest.approx(best["noise_scale"])
@@ -132,6 +133,8 @@ def test_missing_tables_one_error_line_exit_2_nothing_written(runs_dir, tmp_path
     (["--allow-sim", "--probe", "/nonexistent"], "no probe.parquet there"),
     (["--allow-sim", "--start", "probe"], "--start probe needs --probe PROBE_DIR"),
     (["--allow-sim", "--study", "a b"], "--study must be letters"),
+    (["--allow-sim", "--parts", "acc,nope"], "--parts: unknown nope"),
+    (["--allow-sim", "--parts", "spread", "--seeds", "1"], "--parts spread compares the spread over seeds"),
 ])
 def test_bad_input_one_error_line_exit_2_nothing_written(runs_dir, tmp_path, capsys, args, message):
     out = tmp_path / "out" / "s.toml"
@@ -139,6 +142,24 @@ def test_bad_input_one_error_line_exit_2_nothing_written(runs_dir, tmp_path, cap
     assert code == 2 and message in err, err
     assert err.startswith("allocbench: error: ") and err.count("\n") == 1 and stdout == ""
     assert not (tmp_path / "out").exists()
+
+
+def test_the_seed_spread_is_fitted_when_asked(runs_dir, tmp_path, capsys):
+    out = tmp_path / "spread.toml"
+    args = ["calibrate", str(runs_dir), "--out", str(out), "--trials", "2", *FAST[:-3], "--seeds", "2",
+            "--pool-size", "3000", "--quiet", "--parts", "spread,acc"]
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 0, stdout
+    trials = pd.read_csv(out.with_name("spread.fit.csv"))
+    assert {"acc", "spread", "start"} <= set(trials.columns) and "zero_var" not in trials.columns
+    assert trials["spread"].notna().all() and trials["spread"].ge(0).all()
+    # the total is the mean of the parts asked for (no start part: offset_std is not searched)
+    assert np.allclose(trials["total"], trials[["acc", "spread"]].mean(axis=1))
+    assert "(acc " in out.read_text() and "spread " in out.read_text()
+    assert out.with_name("spread.png").read_bytes()[:4] == b"\x89PNG"
+    # the same study with the default parts is another fitting setup
+    code, _, err = run_cli(args[:-2] + ["--force"], capsys)
+    assert code == 2 and "parts differ" in err
 
 
 def test_out_must_be_a_toml_file(runs_dir, tmp_path, capsys):

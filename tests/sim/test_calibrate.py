@@ -3,6 +3,7 @@ parameter recovery on tables the simulator made at known parameters."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -97,8 +98,17 @@ def test_summaries_and_a_table_against_itself(small_runs):
     same = cal.discrepancy(s, s)
     assert all(same[p] == 0 for p in cal.SUMMARIES) and same["total"] == 0
     # a shifted curve scores worse, in units of the seed noise
-    worse = cal.Summaries(s.acc.assign(gain=s.acc["gain"] + 0.05), s.zero_var, s.pass_hist, s.b_simple, s.seeds)
+    worse = dataclasses.replace(s, acc=s.acc.assign(gain=s.acc["gain"] + 0.05))
     assert cal.discrepancy(s, worse)["acc"] > 2
+    # the seed spread: one row per evaluation after step 0, compared only when asked
+    assert s.spread["step"].tolist() == list(range(10, 61, 10)) and (s.spread["std"] > 0).all()
+    assert np.allclose(s.spread["se"], 1 / np.sqrt(2 * 2))  # 3 seeds
+    assert "spread" not in same
+    wider = dataclasses.replace(s, spread=s.spread.assign(log_std=s.spread["log_std"] + math.log(2)))
+    both = cal.discrepancy(s, wider, parts=cal.SUMMARIES + ("spread",))
+    # twice the spread at every point: log 2 over (0.5 x sqrt(1 + 3 / 3))
+    assert both["spread"] == pytest.approx(math.log(2) / (0.5 * math.sqrt(2)))
+    assert both["acc"] == 0 and both["total"] == pytest.approx(both["spread"] / 5)
 
 
 def test_prepare_fixes_the_runs_shape_and_measures_the_noise_scale(small_runs):
