@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from allocbench.errors import ConfigError
@@ -74,21 +75,54 @@ def find_inputs(root: Path, skip: Path | None = None) -> tuple[list[Path], list[
     return sorted(tables), trials
 
 
-def read_tables(root: Path, paths: list[Path]) -> pd.DataFrame:
-    """Every table, schema-checked, with ``_source`` (its folder relative to ``root``)."""
-    from allocbench.schema import read_table
-
+def read_tables(root: Path, paths: list[Path], scenario: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Every table, schema-checked, with ``_source`` (its folder relative to ``root``); with
+    ``scenario`` (env, name) only that scenario's rows."""
     parts = []
     for path in paths:
-        try:
-            t = read_table(path)
-        except Exception as e:  # schema errors, truncated parquet, unparsable CSV
-            raise ConfigError(f"{path}: not a valid results table: {e}") from None
-        if t.empty:
-            raise ConfigError(f"{path}: the results table has no rows")
-        t["_source"] = str(path.parent.relative_to(root)) if path.parent != root else "."
+        t = read_one(root, path)
+        if scenario is not None:
+            t = t[(t["env"] == scenario[0]) & (t["scenario"] == scenario[1])]
         parts.append(t)
     return pd.concat(parts, ignore_index=True)
+
+
+def read_one(root: Path, path: Path) -> pd.DataFrame:
+    """One table, schema-checked, with ``_source``; ConfigError names a bad or empty one."""
+    from allocbench.schema import read_table
+
+    try:
+        t = read_table(path)
+    except Exception as e:  # schema errors, truncated parquet, unparsable CSV
+        raise ConfigError(f"{path}: not a valid results table: {e}") from None
+    if t.empty:
+        raise ConfigError(f"{path}: the results table has no rows")
+    t["_source"] = str(path.parent.relative_to(root)) if path.parent != root else "."
+    return t
+
+
+@dataclass
+class TableFacts:
+    """What the report needs of a table before its scenarios are drawn one at a time: its
+    folder, the strategies in it and, per (env, scenario), the strategies, seeds and steps."""
+
+    source: str
+    strategies: int
+    scenarios: dict  # (env, scenario) -> (strategies in order, seeds, last step)
+
+
+def table_facts(root: Path, paths: list[Path], order) -> dict[Path, TableFacts]:
+    """Each table read once and summarised (``order`` sorts strategy names). A results tree can
+    hold millions of rows: the report reads the tables again scenario by scenario rather than
+    holding them all at once."""
+    facts = {}
+    for path in paths:
+        t = read_one(root, path)
+        facts[path] = TableFacts(
+            str(t["_source"].iloc[0]), int(t["strategy"].nunique()),
+            {(str(e), str(sc)): (order(h["strategy"]), int(h["seed"].nunique()), int(h["step"].max()))
+             for (e, sc), h in t.groupby(["env", "scenario"], sort=True)})
+    return facts
 
 
 def group_logs(root: Path, main: pd.DataFrame) -> pd.DataFrame | None:
@@ -118,6 +152,10 @@ def read_trials(path: Path) -> tuple[pd.DataFrame, str | None]:
     return trials, objective
 
 
+# the columns of a scenario's main runs the sim-vs-real section reads, kept for every scenario
+RANKING_COLUMNS = ["env", "scenario", "strategy", "seed", "step", "eval_acc", "cum_rollouts"]
+
+
 # --- runs and arms ----------------------------------------------------------------------------
 
 def hp_columns(table: pd.DataFrame) -> list[str]:
@@ -125,11 +163,21 @@ def hp_columns(table: pd.DataFrame) -> list[str]:
 
 
 def _signature(table: pd.DataFrame) -> pd.Series:
+    """Per row, its strategy's hyper-parameters as text ("pilot_n=4, ..."). Each distinct
+    (strategy, values) is signed once: a results tree holds millions of rows but few settings,
+    and boxing every row's values as Python objects took most of ``allocbench figures``' memory
+    and time."""
     cols = hp_columns(table)
     if not cols:
         return pd.Series("", index=table.index)
-    hp = _with_defaults(table, table[cols].astype(object).where(table[cols].notna(), None))
-    return hp.apply(lambda r: ", ".join(f"{c[3:]}={_plain(v)}" for c, v in zip(cols, r) if v is not None), axis=1)
+    row_hash = np.zeros(len(table), dtype=np.uint64)
+    for c in ["strategy", *cols]:  # rows with equal values (NaN equal to NaN) hash alike
+        row_hash = row_hash * np.uint64(1_000_003) ^ pd.util.hash_array(table[c].to_numpy())
+    codes, _ = pd.factorize(row_hash)
+    rows = table.iloc[np.unique(codes, return_index=True)[1]]  # the first row of each setting, in code order
+    hp = _with_defaults(rows, rows[cols].astype(object).where(rows[cols].notna(), None))
+    signed = hp.apply(lambda r: ", ".join(f"{c[3:]}={_plain(v)}" for c, v in zip(cols, r) if v is not None), axis=1)
+    return pd.Series(signed.to_numpy()[codes], index=table.index)
 
 
 def _with_defaults(table: pd.DataFrame, hp: pd.DataFrame) -> pd.DataFrame:
@@ -155,15 +203,15 @@ def _plain(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def arms(table: pd.DataFrame) -> pd.DataFrame:
+def arms(table: pd.DataFrame, width: pd.Series | None = None) -> pd.DataFrame:
     """``table`` with ``_arm`` (env/scenario/strategy/hp signature) and one copy of each run:
     a run found in several folders is kept from the one where it has most rows (then the folder
-    with most strategies, then the first by name)."""
-    t = table.copy()
-    t["_sig"] = _signature(t)
+    with most strategies, ``width`` per ``_source`` when the table is part of its folders', then
+    the first by name)."""
+    t = table.assign(_sig=_signature(table))
     t["_arm"] = (t["env"].astype(str) + "|" + t["scenario"].astype(str) + "|" + t["strategy"].astype(str)
                  + "|" + t["_sig"])
-    width = t.groupby("_source")["strategy"].nunique()
+    width = t.groupby("_source")["strategy"].nunique() if width is None else width
     runs = t.groupby(["_arm", "seed", "_source"]).size().rename("rows").reset_index()
     runs["width"] = runs["_source"].map(width)
     runs = runs.sort_values(["_arm", "seed", "rows", "width", "_source"],
@@ -172,10 +220,11 @@ def arms(table: pd.DataFrame) -> pd.DataFrame:
     return t.merge(keep, on=["_arm", "seed", "_source"])
 
 
-def main_arms(t: pd.DataFrame) -> pd.DataFrame:
+def main_arms(t: pd.DataFrame, width: pd.Series | None = None) -> pd.DataFrame:
     """Per (env, scenario, strategy): the rows of the arm with most seeds (ties: the arm whose
-    runs come from the folder with most strategies, then the first folder by name)."""
-    width = t.groupby("_source")["strategy"].nunique()
+    runs come from the folder with most strategies, ``width`` as in ``arms``, then the first
+    folder by name)."""
+    width = t.groupby("_source")["strategy"].nunique() if width is None else width
     info = (t.groupby(["env", "scenario", "strategy", "_arm"])
               .agg(seeds=("seed", "nunique"), source=("_source", "min")).reset_index())
     info["width"] = info["source"].map(width)
@@ -371,28 +420,28 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
     mains: dict[tuple[str, str], tuple[pd.DataFrame, float | None]] = {}
 
     if table_paths:
-        raw = read_tables(results, table_paths)
+        facts = table_facts(results, table_paths, F.order)
         rep.h(2, "Tables read")
-        listing = []
-        for source, g in raw.groupby("_source", sort=True):
-            listing.append(f"`{source}`: " + "; ".join(
-                f"{e} · {sc}: {', '.join(F.order(h['strategy']))}; {h['seed'].nunique()} seeds, "
-                f"up to {int(h['step'].max())} steps" for (e, sc), h in g.groupby(["env", "scenario"])))
-        rep.items(listing)
-        t = arms(raw)
-        main_all = main_arms(t)
-        groups = sorted(main_all.groupby(["env", "scenario"]), key=lambda kv: (kv[0][0] != "sim", kv[0]))
-        for (env, scenario), main in groups:  # sim first
+        rep.items([f"`{f.source}`: " + "; ".join(
+            f"{e} · {sc}: {', '.join(names)}; {seeds} seeds, up to {last} steps"
+            for (e, sc), (names, seeds, last) in f.scenarios.items())
+            for f in sorted(facts.values(), key=lambda f: f.source)])
+        width = pd.Series({f.source: f.strategies for f in facts.values()})
+        keys = sorted({k for f in facts.values() for k in f.scenarios}, key=lambda k: (k[0] != "sim", k))
+        for env, scenario in keys:  # sim first; one scenario's tables in memory at a time
+            t = arms(read_tables(results, [p for p, f in facts.items() if (env, scenario) in f.scenarios],
+                                 scenario=(env, scenario)), width)
+            main = main_arms(t, width)
             tag = _slug(env, scenario)
             tgt, why, boot_tgt = _target(main, target)
-            mains[(env, scenario)] = (main, tgt, boot_tgt)
+            mains[(env, scenario)] = (main[RANKING_COLUMNS].copy(), tgt, boot_tgt)
             seeds = main.groupby("strategy")["seed"].nunique()
             rep.h(2, f"{env} · {scenario}")
             rep.p("Main comparison: " + ", ".join(
                 f"{s} ({seeds[s]} seeds; from `{main.loc[main['strategy'] == s, '_source'].iloc[0]}`)"
                 for s in F.order(main["strategy"])) + "." + (
                 f" Target accuracy {tgt:.4f}: {why}." if tgt is not None else ""))
-            other = t[(t["env"] == env) & (t["scenario"] == scenario) & ~t["_arm"].isin(set(main["_arm"]))]
+            other = t[~t["_arm"].isin(set(main["_arm"]))]
             if not other.empty:
                 rep.p(f"{other['_arm'].nunique()} other hyper-parameter setting(s) of "
                       f"{', '.join(F.order(other['strategy']))} in these tables are left out of this "
@@ -467,7 +516,7 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
                       "it was sampled (real: its arithmetic level; sim: its true pass rate, in bins). A "
                       "strategy that screens shifts its trained rollouts toward prompts of middle difficulty.",
                       formats, lambda: F.trained_by_difficulty(logs))
-            abl = ablation_arms(t[(t["env"] == env) & (t["scenario"] == scenario)], main)
+            abl = ablation_arms(t, main)
             if abl.empty:
                 rep.skip("pilot-fraction ablation", "the tables hold fewer than two values of "
                          "hp_pilot_fraction for every strategy (run `allocbench compare --set "
