@@ -51,16 +51,21 @@ def mean_curve(table: pd.DataFrame) -> pd.DataFrame:
               .reset_index())
 
 
-def gain_spread(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (strategy, step) evaluated after step 0: the std over seeds (ddof 1) of the held-out
-    accuracy gain, each run's eval_acc minus its own step-0 eval_acc (how far runs that differ
-    only by their seed drift apart), the number of seeds (``seeds``) and the seed-mean
-    cum_rollouts. Columns: strategy, step, cum_rollouts, std, seeds."""
+def run_gains(table: pd.DataFrame) -> pd.DataFrame:
+    """The evaluated rows (strategy, seed, step, cum_rollouts, eval_acc) with ``gain``: each
+    run's eval_acc minus its own step-0 eval_acc (NaN for a run without one)."""
     ev = evaluated(table)[["strategy", "seed", "step", "cum_rollouts", "eval_acc"]]
     start = ev[ev["step"] == 0].set_index(["strategy", "seed"])["eval_acc"]
-    later = ev[ev["step"] > 0]
-    gain = later["eval_acc"] - start.reindex(pd.MultiIndex.from_frame(later[["strategy", "seed"]])).to_numpy()
-    g = later.assign(gain=gain).groupby(["strategy", "step"], sort=True)
+    return ev.assign(gain=ev["eval_acc"] - start.reindex(pd.MultiIndex.from_frame(ev[["strategy", "seed"]])).to_numpy())
+
+
+def gain_spread(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (strategy, step) evaluated after step 0: the std over seeds (ddof 1) of the held-out
+    accuracy gain (``run_gains``: how far runs that differ only by their seed drift apart), the
+    number of seeds (``seeds``) and the seed-mean cum_rollouts. Columns: strategy, step,
+    cum_rollouts, std, seeds."""
+    gains = run_gains(table)
+    g = gains[gains["step"] > 0].groupby(["strategy", "step"], sort=True)
     return g.agg(cum_rollouts=("cum_rollouts", "mean"), std=("gain", "std"), seeds=("gain", "count")).reset_index()
 
 

@@ -353,8 +353,7 @@ def replicate_agreement(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float
     common = [s for s in pd.unique(real["strategy"]) if s in set(sim["strategy"])]
     if len(common) < 2:
         raise ValueError("fewer than two strategies in both tables: no ranking to compare")
-    curves = {side: {k: c for k, c in seed_curves(t[t["strategy"].isin(common)]).items()}
-              for side, t in (("sim", sim), ("real", real))}
+    curves = {side: seed_curves(t[t["strategy"].isin(common)]) for side, t in (("sim", sim), ("real", real))}
     shared = {side: np.array(sorted(set.intersection(*(set(c.seeds.tolist()) for c in cs.values()))))
               for side, cs in curves.items()}
     targets = {"sim": sim_target, "real": real_target}

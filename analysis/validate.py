@@ -195,11 +195,10 @@ def replicates(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float | None =
     alike, and the simulator's seeds like the real ones. Bad input raises ConfigError."""
     if n_splits < 1:
         raise ConfigError(f"the number of splits must be a positive integer, got {n_splits}")
-    common = common_strategies(sim, real, reference)
-    try:
-        return stats.replicate_agreement(sim[sim["strategy"].isin(common)], real[real["strategy"].isin(common)],
-                                         sim_target, real_target, n_splits=n_splits, level=level, seed=seed,
-                                         reference=reference)
+    common_strategies(sim, real, reference)  # its checks: the reference on both sides, two strategies in common
+    try:  # replicate_agreement keeps the strategies both tables hold
+        return stats.replicate_agreement(sim, real, sim_target, real_target, n_splits=n_splits, level=level,
+                                         seed=seed, reference=reference)
     except ValueError as err:
         raise ConfigError(str(err)) from None
 

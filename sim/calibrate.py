@@ -129,7 +129,7 @@ import pandas as pd
 
 from allocbench.errors import AllocbenchError, ConfigError, DataTooHard
 from allocbench.groups import GroupLog
-from allocbench.metrics import gain_spread
+from allocbench.metrics import gain_spread, run_gains
 from allocbench.probe import feature_predictions, feature_r2, r_squared, smoothed_logit
 from allocbench.runner import RunConfig, run
 from allocbench.strategy import make_strategy, strategy_class, strategy_names
@@ -447,9 +447,7 @@ def hist_edges(groups: pd.DataFrame) -> np.ndarray:
 
 def summarise(runs: pd.DataFrame, groups: pd.DataFrame, steps: int, edges: np.ndarray) -> Summaries:
     """The three summaries of a set of runs (strategies x seeds) and their group logs."""
-    ev = runs[runs["eval_acc"].notna()][["strategy", "seed", "step", "cum_rollouts", "eval_acc"]].copy()
-    start = ev[ev["step"] == 0].set_index(["strategy", "seed"])["eval_acc"]
-    ev["gain"] = ev["eval_acc"] - start.reindex(pd.MultiIndex.from_frame(ev[["strategy", "seed"]])).to_numpy()
+    ev = run_gains(runs)
     acc = _seed_mean(ev, ["strategy", "step"], "gain")
     means = ev.groupby(["strategy", "step"])[["cum_rollouts", "eval_acc"]].mean().reset_index()
     acc = acc.merge(means, on=["strategy", "step"])[["strategy", "step", "cum_rollouts", "eval_acc", "gain", "se"]]
