@@ -3,9 +3,11 @@ on. A study keeps the trial with the least discrepancy on seeds 0-3; with noisy 
 least value is biased low, so fits are compared here on seeds 4-15 (three sets of four, each
 simulated as a trial is). Prints, per set of regimes, the cap searched (`tiny-arith-SET.toml`)
 against the cap held at 5 (`tiny-arith-SET-cap5.toml`): the total and each regime's total.
-About 1 min here.
+About 1 min here. With --spread-fits: each regime's four fits with the seed spread (TPE
+sampler seeds 0-3, `tiny-arith-R-spread[-sK].toml`), re-measured as `calibrate --restarts`
+re-measures its studies (`sim.calibrate.fresh_totals`): which of them that rule would have kept.
 
-Run: python benchmarks/calibration_fresh_seeds.py [--sets 4-7,8-11,12-15]
+Run: python benchmarks/calibration_fresh_seeds.py [--sets 4-7,8-11,12-15] [--spread-fits]
 """
 
 import argparse
@@ -38,12 +40,35 @@ def fitted_params(path: Path, params: tuple[str, ...]) -> dict:
     return {p: float(getattr(sc, p)) for p in params if p != "offset_std"} | {"offset_std": sc.offsets[0][2]}
 
 
+def spread_fits(probe) -> None:
+    """Each regime's fits with the seed spread at sampler seeds 0-3: the study's own best
+    discrepancy and the one on fresh seeds, the least of the latter marked."""
+    parts = cal.SUMMARIES + ("spread",)
+    print(f"fits with the seed spread, discrepancy on their study's seeds -> on fresh seeds (fresh_totals, "
+          f"{cal.RESCORE_SETS} sets)")
+    for regime, (folder, _) in REGIMES.items():
+        setup = cal.prepare(folder, probe=probe, start="groups", seeds=4, parts=parts)
+        rows = []
+        for seed in range(4):
+            name = f"tiny-arith-{regime}-spread" + (f"-s{seed}" if seed else "")
+            params = fitted_params(FITS / f"{name}.toml", cal.DEFAULT_PARAMS)
+            rows.append((seed, setup.evaluate_regimes(params)[0]["total"], np.mean(cal.fresh_totals(setup, params))))
+        kept = min(rows, key=lambda row: row[2])[0]
+        print(f"{regime:24s} " + "  ".join(f"sampler {seed}: {own:.3f} -> {fresh:.3f}" + (" (kept)" if seed == kept else "")
+                                           for seed, own, fresh in rows), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default="4-7,8-11,12-15", help="seed sets of 4 (first-last), comma-separated")
+    parser.add_argument("--spread-fits", action="store_true",
+                        help="instead: each regime's four fits with the seed spread, as calibrate --restarts would")
     args = parser.parse_args()
     firsts = [int(part.split("-")[0]) for part in args.sets.split(",")]
     probe = cal.read_probe(PROBE)
+    if args.spread_fits:
+        spread_fits(probe)
+        return
     print(f"discrepancy on simulator seeds {args.sets} (mean over the sets; the studies chose on 0-3)")
     for name, regimes in SETS.items():
         first_dir, first_lr = REGIMES[regimes[0]]

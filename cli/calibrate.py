@@ -90,7 +90,15 @@ def add_parser(sub) -> None:
     p.add_argument("--storage", default=None,
                    help="Optuna RDB URL, e.g. postgresql://user:pass@host/db; default: the SQLite file "
                    "STUDY.db beside --out")
-    p.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler; default: 0")
+    p.add_argument("--sampler-seed", type=int, default=0,
+                   help="seed of the TPE sampler (with --restarts, of the first study); default: 0")
+    p.add_argument("--restarts", type=int, default=1,
+                   help="run this many studies, at sampler seeds --sampler-seed, +1, ... (named STUDY-sSEED, each "
+                   "in its own default storage STUDY-sSEED.db or all in --storage), and keep the one whose best "
+                   "trial has the least discrepancy re-measured on 3 sets of fresh simulator seeds; "
+                   "SCENARIO.restarts.csv lists them. Real runs of one strategy leave the parameters that order "
+                   "the others loosely pinned down, and studies from other seeds end in different places; "
+                   "default: 1 (one study, named STUDY)")
     p.add_argument("--allow-sim", action="store_true",
                    help="accept runs of the simulator (env sim): a parameter-recovery check")
     p.add_argument("--force", action="store_true", help="replace existing output files")
@@ -109,11 +117,12 @@ def cmd_calibrate(args) -> int:
         return _cmd_calibrate(args)
 
 
-def output_paths(out: Path, regimes: tuple[str, ...] = ()) -> dict[str, Path]:
-    """SCENARIO.toml, SCENARIO.fit.csv, SCENARIO.png and SCENARIO@REGIME.png for each further
-    regime, by kind (``png@REGIME``)."""
+def output_paths(out: Path, regimes: tuple[str, ...] = (), restarts: int = 1) -> dict[str, Path]:
+    """SCENARIO.toml, SCENARIO.fit.csv, SCENARIO.png, SCENARIO@REGIME.png for each further
+    regime, by kind (``png@REGIME``), and with restarts SCENARIO.restarts.csv."""
     return ({"toml": out, "csv": out.with_name(out.stem + ".fit.csv"), "png": out.with_name(out.stem + ".png")}
-            | {f"png@{r}": out.with_name(f"{out.stem}@{r}.png") for r in regimes})
+            | {f"png@{r}": out.with_name(f"{out.stem}@{r}.png") for r in regimes}
+            | ({"restarts": out.with_name(out.stem + ".restarts.csv")} if restarts > 1 else {}))
 
 
 def given_lrs(text: str | None, folders: list[Path]) -> list[float] | None:
@@ -193,6 +202,8 @@ def figure_png(regime, sim, total: float, first: str, stem: str, joint: bool) ->
 
 
 def _cmd_calibrate(args) -> int:
+    import pandas as pd
+
     from allocbench.schema import writable, write_atomic
     from allocbench.tune import check_study_name, deferred_interrupts, default_storage, finished, log_line, redact
     from sim import calibrate as cal
@@ -204,6 +215,8 @@ def _cmd_calibrate(args) -> int:
         raise ConfigError(f"--trials must be >= 0, got {args.trials}")
     if args.seeds <= 0:
         raise ConfigError(f"--seeds must be positive, got {args.seeds}")
+    if args.restarts < 1:
+        raise ConfigError(f"--restarts must be >= 1, got {args.restarts}")
     if args.pool_size is not None and args.pool_size <= 0:
         raise ConfigError(f"--pool-size must be positive, got {args.pool_size}")
     strategies = tuple(s.strip() for s in args.fit_strategies.split(",") if s.strip())
@@ -211,8 +224,10 @@ def _cmd_calibrate(args) -> int:
     parts = cal.check_parts(tuple(s.strip() for s in args.parts.split(",") if s.strip()), args.seeds)
     study_name = args.study or "calibrate-" + re.sub(r"[^A-Za-z0-9._-]", "-", out.stem)
     check_study_name(study_name)
+    sampler_seeds = [args.sampler_seed + i for i in range(args.restarts)]
+    names = [study_name] if args.restarts == 1 else [f"{study_name}-s{seed}" for seed in sampler_seeds]
     lrs = given_lrs(args.lrs, args.runs)
-    writable(out.parent, [p.name for p in output_paths(out).values()], args.force)
+    writable(out.parent, [p.name for p in output_paths(out, restarts=args.restarts).values()], args.force)
     cal.check_inputs(strategies, args.seeds, params, args.base)
     if args.start == "probe" and args.probe is None:
         raise ConfigError("--start probe needs --probe PROBE_DIR")
@@ -227,41 +242,53 @@ def _cmd_calibrate(args) -> int:
     setup = cal.prepare(args.runs[0], strategies, probe=probe, start=args.start or "probe", allow_sim=args.allow_sim,
                         seeds=args.seeds, base=args.base, pool_size=pool, params=params, tables=tables[0],
                         also=tuple(zip(args.runs[1:], scales[1:], tables[1:])), parts=parts)
-    paths = output_paths(out, tuple(r.scenario for r in setup.also))
+    paths = output_paths(out, tuple(r.scenario for r in setup.also), args.restarts)
     writable(out.parent, [p.name for p in paths.values()], args.force)
-    storage = args.storage or default_storage(study_name, out.parent, create=False)
+    storages = [args.storage or default_storage(name, out.parent, create=False) for name in names]
     log = (lambda msg: None) if args.quiet else log_line
     if args.storage is None:
         default_storage(study_name, out.parent)  # makes the folder
 
     start = time.perf_counter()
-    study = None
+    studies = []
     try:
-        study = cal.open_study(setup, storage, study_name, args.sampler_seed)
-        for regime in setup.regimes():
-            b = f"{regime.b_simple:,.0f}" if regime.b_simple is not None else "not reported"
-            log(f"study {study_name} on {redact(storage)}: {', '.join(strategies)} x {regime.real.seeds} real seeds of "
-                f"{regime.scenario}, {regime.steps} steps, B = {regime.base.train_batch}, n = {regime.base.group_size}"
-                + (f", lr x {regime.lr_scale:g}" if setup.also else "") + f"; measured B_simple {b}")
-        log(f"starting pass rates from {setup.start_origin()}; {finished(study)} of {args.trials} trials finished")
-        cal.optimize(study, setup, args.trials, log=log)
+        for name, storage, seed in zip(names, storages, sampler_seeds):
+            study = cal.open_study(setup, storage, name, seed)
+            studies.append(study)
+            for regime in setup.regimes():
+                b = f"{regime.b_simple:,.0f}" if regime.b_simple is not None else "not reported"
+                log(f"study {name} on {redact(storage)}: {', '.join(strategies)} x {regime.real.seeds} real seeds of "
+                    f"{regime.scenario}, {regime.steps} steps, B = {regime.base.train_batch}, "
+                    f"n = {regime.base.group_size}" + (f", lr x {regime.lr_scale:g}" if setup.also else "")
+                    + f"; measured B_simple {b}")
+            log(f"starting pass rates from {setup.start_origin()}; {finished(study)} of {args.trials} trials finished")
+            cal.optimize(study, setup, args.trials, log=log)
     except KeyboardInterrupt:
-        kept = (f"{finished(study)} finished trials are kept in {redact(storage)}" if study is not None
-                else "nothing was run")
+        kept = "; ".join(f"{finished(s)} finished trials of {n} are kept in {redact(u)}"
+                         for s, n, u in zip(studies, names, storages)) or "nothing was run"
         print(f"allocbench: interrupted; {kept}; run the same command to resume; nothing written", file=sys.stderr)
         return 130
     elapsed = time.perf_counter() - start
-    complete = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
-    if not complete:
-        raise AllocbenchError(f"study {study_name} has no completed trial; nothing to write")
+    for study, name in zip(studies, names):
+        if not any(t.value is not None for t in study.get_trials(deepcopy=False)):
+            raise AllocbenchError(f"study {name} has no completed trial; nothing to write")
 
     # everything is computed before the first file is written
+    restarts = None
+    kept = 0
+    if args.restarts > 1:
+        log(f"re-measuring the {len(studies)} studies' best trials on fresh simulator seeds")
+        kept, restarts = cal.choose_restart(setup, list(zip(names, sampler_seeds, studies)))
+    study, study_name, storage = studies[kept], names[kept], storages[kept]
     number, best = cal.best_params(study)
     parts, regimes = setup.evaluate_regimes(best, name=out.stem)
     scenario = cal.fitted(setup, best, out.stem)
     header = cal.header_lines(setup, parts, study_name, storage, number, finished(study), best, path=str(out))
+    if restarts is not None:
+        header.insert(1, cal.restarts_line(restarts, cal.RESCORE_SETS, setup.seeds))
     toml = cal.scenario_toml(scenario, header)
-    table = cal.trials_table(study, setup)
+    table = (cal.trials_table(study, setup) if restarts is None else pd.concat(
+        [cal.trials_table(s, setup).assign(study=n) for s, n in zip(studies, names)], ignore_index=True))
     pngs = {kind: figure_png(regime, sim, own["total"], strategies[0], out.stem, bool(setup.also))
             for kind, regime, (own, _, _, sim) in zip([k for k in paths if k.startswith("png")], setup.regimes(),
                                                       regimes)}
@@ -269,9 +296,14 @@ def _cmd_calibrate(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with deferred_interrupts():  # one Ctrl-C waits until the files are in place and reported
         write_atomic(paths["csv"], lambda tmp: table.to_csv(tmp, index=False))
+        if restarts is not None:
+            write_atomic(paths["restarts"], lambda tmp: restarts.to_csv(tmp, index=False))
         for kind, png in pngs.items():
             write_atomic(paths[kind], lambda tmp, png=png: Path(tmp).write_bytes(png))
         write_atomic(paths["toml"], lambda tmp: Path(tmp).write_text(toml))
+        if restarts is not None:
+            print(f"kept study {study_name} of {len(studies)} (least discrepancy on fresh simulator seeds: "
+                  + ", ".join(f"{r.fresh_total:.3f}" for r in restarts.itertuples()) + ")")
         print(f"best of {finished(study)} trials: trial {number}, discrepancy {cal.format_parts(parts)}")
         print("  " + ", ".join(f"{k}={v:.4g}" for k, v in best.items())
               + f"; offsets {', '.join(f'({w:g}, {m:g}, {s:g})' for w, m, s in scenario.offsets)}")

@@ -108,6 +108,15 @@ recorded ones where both exist. This asks one learner model to explain every reg
 one regime pins only the combinations of parameters its runs move, which need not be the ones
 another regime moves.
 
+Restarts (``choose_restart``, ``calibrate --restarts K``). grpo's runs leave the parameters that
+order the other rules loosely pinned down: studies of the same runs from other TPE sampler
+seeds end at fits of similar discrepancy far apart in the space, which rank the other rules
+very differently (README). K studies at sampler seeds s..s+K-1 are run, and the one kept is
+the one whose best trial has the least discrepancy re-measured on fresh simulator seeds
+(``RESCORE_SETS`` sets of S seeds after the study's own; ``fresh_totals``): a study's own best
+value is the least of its many noisy trials, biased low by an amount that differs between
+studies.
+
 Everything here is numpy / pandas; the figure is drawn by ``analysis.calibration_figures`` and
 the command line is ``cli.calibrate``.
 """
@@ -972,6 +981,14 @@ def scenario_toml(sc: Scenario, header: list[str]) -> str:
     return "".join(f"# {line}\n" for line in header) + to_toml(sc)
 
 
+def restarts_line(table: pd.DataFrame, sets: int, seeds: int) -> str:
+    """The header line of a fit chosen among restarts (``choose_restart``'s table)."""
+    each = "; ".join(f"sampler seed {r.sampler_seed}: {r.total:.3f} -> {r.fresh_total:.3f}" + (" (kept)" if r.chosen else "")
+                     for r in table.itertuples())
+    return (f"kept of {len(table)} restarts by the discrepancy of each one's best trial on fresh simulator seeds "
+            f"{seeds}-{seeds * (sets + 1) - 1} (the mean of {sets} sets of {seeds}), its study's own -> fresh: {each}")
+
+
 def header_lines(setup: Setup, parts: dict, study_name: str, storage: str, trial: int, finished: int,
                  params: dict, path: str = "SCENARIO.toml") -> list[str]:
     b = f"{setup.b_simple:,.0f} rollouts" if setup.b_simple is not None else "not reported"
@@ -1020,3 +1037,37 @@ def format_parts(parts: dict) -> str:
 def best_params(study) -> tuple[int, dict]:
     best = study.best_trial
     return best.number, dict(best.params)
+
+
+RESCORE_SETS = 3  # sets of fresh simulator seeds a restart's best trial is re-measured on
+
+
+def fresh_totals(setup: Setup, params: dict, sets: int = RESCORE_SETS) -> list[float]:
+    """The discrepancy total of ``params`` on ``sets`` sets of simulator seeds the studies did
+    not choose on, each simulated as a trial is (``setup.seeds`` seeds: set k is seeds
+    (k+1)S..(k+2)S-1, S = ``setup.seeds``; the studies use 0..S-1)."""
+    return [setup.evaluate_regimes(params, first_seed=setup.seeds * (k + 1))[0]["total"] for k in range(sets)]
+
+
+def choose_restart(setup: Setup, restarts: list[tuple[str, int, object]], sets: int = RESCORE_SETS
+                   ) -> tuple[int, pd.DataFrame]:
+    """Of several studies of the same setup, ``(name, sampler seed, study)`` each, the index of
+    the one whose best trial has the least discrepancy on fresh simulator seeds (``fresh_totals``),
+    and one row per study. Why not the studies' own best values: each is the least of many noisy
+    trials, biased low by an amount that differs between studies; and why restarts at all: the
+    grpo runs a study fits leave the parameters that order the other rules loosely pinned down,
+    so studies from other sampler seeds end in different places (README)."""
+    rows = []
+    for name, seed, study in restarts:
+        number, params = best_params(study)
+        fresh = fresh_totals(setup, params, sets)
+        rows.append({"study": name, "sampler_seed": seed, "best_trial": number,
+                     "finished": sum(t.value is not None for t in study.get_trials(deepcopy=False)),
+                     "total": study.best_value, "fresh_total": float(np.mean(fresh))}
+                    | {f"fresh_total_{k}": v for k, v in enumerate(fresh)} | params)
+    table = pd.DataFrame(rows)
+    if table["fresh_total"].isna().all():
+        raise AllocbenchError("no restart's best trial has points to compare on fresh simulator seeds")
+    chosen = int(table["fresh_total"].idxmin())
+    table.insert(1, "chosen", table.index == chosen)
+    return chosen, table

@@ -266,3 +266,42 @@ def test_a_regime_whose_runs_record_no_learning_rate_needs_lrs(regimes, tmp_path
     # the message names the folder without the rates, only that one
     assert "2 RUNS_DIR need --lrs" in err and f"the runs in {regimes[1]} do not record it" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_restarts_run_one_study_per_sampler_seed_and_keep_the_best_on_fresh_seeds(runs_dir, tmp_path, capsys):
+    out = tmp_path / "r.toml"
+    args = ["calibrate", str(runs_dir), "--out", str(out), "--trials", "2", "--restarts", "2", "--sampler-seed", "5",
+            *FAST]
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 0, stdout
+    assert sorted(p.name for p in tmp_path.iterdir() if ".db-" not in p.name) == [
+        "calibrate-r-s5.db", "calibrate-r-s6.db", "r.fit.csv", "r.png", "r.restarts.csv", "r.toml"]
+    restarts = pd.read_csv(tmp_path / "r.restarts.csv")
+    assert restarts["study"].tolist() == ["calibrate-r-s5", "calibrate-r-s6"] and restarts["finished"].tolist() == [2, 2]
+    kept = restarts.loc[restarts["fresh_total"].idxmin()]
+    assert restarts["chosen"].sum() == 1 and kept["chosen"]
+    sc = load_toml(out)
+    assert sc.lr == pytest.approx(kept["lr"]) and sc.noise_scale == pytest.approx(kept["noise_scale"])
+    text = out.read_text()
+    assert f"study '{kept['study']}'" in text.splitlines()[0] and "# kept of 2 restarts" in text
+    trials = pd.read_csv(tmp_path / "r.fit.csv")
+    assert trials.groupby("study")["number"].apply(list).to_dict() == {n: [0, 1] for n in restarts["study"]}
+    # each study is the one a single run at its sampler seed makes: the same trials
+    code, _, _ = run_cli(["calibrate", str(runs_dir), "--out", str(tmp_path / "one" / "r.toml"), "--trials", "2",
+                          "--sampler-seed", "6", "--study", "calibrate-r-s6", *FAST], capsys)
+    assert code == 0
+    single = pd.read_csv(tmp_path / "one" / "r.fit.csv")
+    pd.testing.assert_frame_equal(single[["lr", "noise_scale", "total"]],
+                                  trials.loc[trials["study"] == "calibrate-r-s6", ["lr", "noise_scale", "total"]]
+                                  .reset_index(drop=True))
+    # resumed with --force: no new trial, the same choice and files
+    before = {p: (tmp_path / p).read_bytes() for p in ("r.restarts.csv", "r.toml")}
+    code, _, _ = run_cli(args + ["--force"], capsys)
+    assert code == 0 and {p: (tmp_path / p).read_bytes() for p in before} == before
+
+
+def test_restarts_must_be_at_least_one(runs_dir, tmp_path, capsys):
+    code, stdout, err = run_cli(["calibrate", str(runs_dir), "--out", str(tmp_path / "o" / "s.toml"), "--restarts",
+                                 "0", *FAST], capsys)
+    assert code == 2 and "--restarts must be >= 1, got 0" in err and err.count("\n") == 1 and stdout == ""
+    assert not (tmp_path / "o").exists()

@@ -439,3 +439,34 @@ def test_nuisance_dims_is_searched_only_when_asked_and_drawn_as_an_integer(small
         ab.run(env, ab.make_strategy("grpo"), ab.RunConfig(steps=sc.steps, seed=0, eval_every=sc.steps))
         costs.append(sc.drift * float(np.mean(env.info["world"].nuisance ** 2)))
     assert costs[1] > 1.5 * costs[0] > 0
+
+
+def study_with_best(params: dict, value: float):
+    """An in-memory study whose one trial is ``params`` at ``value``."""
+    import optuna
+
+    study = optuna.create_study(direction="minimize")
+    study.add_trial(optuna.trial.create_trial(
+        params=params, value=value,
+        distributions={k: optuna.distributions.FloatDistribution(1e-4, 1.0, log=True) for k in params}))
+    return study
+
+
+def test_restarts_are_chosen_on_fresh_simulator_seeds_not_on_their_own_best_value(small_runs):
+    """Two studies: one ends at the runs' true lr (0.006) with a poor own value, the other 8x off
+    with a flattering one. The choice re-measures both on seeds 1-3 (one seed per set) and keeps
+    the true one; the table gives each set's total and their mean."""
+    folder, sc = small_runs
+    setup = cal.prepare(folder, allow_sim=True, seeds=1, pool_size=SMALL["pool_size"], params=("lr",))
+    off, right = study_with_best({"lr": 0.048}, 0.1), study_with_best({"lr": sc.lr}, 50.0)
+    chosen, table = cal.choose_restart(setup, [("off", 3, off), ("right", 4, right)])
+    assert chosen == 1 and table["chosen"].tolist() == [False, True]
+    assert table["study"].tolist() == ["off", "right"] and table["sampler_seed"].tolist() == [3, 4]
+    assert table["total"].tolist() == [0.1, 50.0] and table["lr"].tolist() == [0.048, sc.lr]
+    fresh = table[[f"fresh_total_{k}" for k in range(cal.RESCORE_SETS)]]
+    assert np.allclose(table["fresh_total"], fresh.mean(axis=1))
+    assert (fresh.iloc[0] > fresh.iloc[1]).all()  # each set alone says the same
+    # the sets are seeds 1, 2 and 3 (the study's is 0): the same totals as simulated there
+    assert fresh.iloc[1].tolist() == [setup.evaluate_regimes({"lr": sc.lr}, first_seed=k)[0]["total"] for k in (1, 2, 3)]
+    assert cal.restarts_line(table, cal.RESCORE_SETS, 1).startswith("kept of 2 restarts") and "(kept)" in \
+        cal.restarts_line(table, cal.RESCORE_SETS, 1).split(";")[-1]
