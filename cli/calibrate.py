@@ -72,7 +72,9 @@ def add_parser(sub) -> None:
                    help="comma-separated scenario fields the study searches (the default, or stale_pull: "
                    "the cost of stale rollouts, which only runs that train them move, e.g. grpo with "
                    "--set grpo.lag=2; or nuisance_dims: sizes the cost of noise apart from lr and "
-                   "noise_scale); the others come from --base; default: %(default)s")
+                   "noise_scale; or eval_transfer: how far training moves the held-out prompts relative to "
+                   "the pool's, when the held-out set is not drawn like the pool); the others come from --base; "
+                   "default: %(default)s")
     p.add_argument("--parts", default="acc,zero_var,pass_hist,b_simple",
                    help="comma-separated summaries the discrepancy compares (module sim.calibrate): the "
                    "default, or with spread: the std over seeds of the held-out accuracy gain at each evaluation, "

@@ -1,11 +1,13 @@
 """The simulator's gradient-noise and optimizer physics (module docstring of sim/env.py)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import allocbench as ab
 from allocbench.protocols import Outcome
 from sim import make_env
+from sim.scenarios import get_scenario, with_fields
 
 
 def _groups(informative: int, collapsed: int = 0, n: int = 8) -> list[Outcome]:
@@ -154,3 +156,18 @@ def test_stale_rollouts_pull_the_skills_back_towards_those_that_drew_them():
     np.testing.assert_allclose(pulled[:skills] - moved[:skills], 2.5 * informative * back / total, atol=1e-12)
     np.testing.assert_array_equal(pulled[skills:], moved[skills:])
     np.testing.assert_array_equal(step(2.5, fresh=True)[0], step(0.0, fresh=True)[0])
+
+
+def test_eval_transfer_scales_the_held_out_gain_and_leaves_training_alone():
+    """The held-out prompts' skill term times eval_transfer: at 0.5 the held-out gain is about
+    half (the sigmoid bends it a little), at 0 there is none (drift 0: nothing else moves them),
+    and every training column is the same as at 1 (the pool, rewards, updates)."""
+    base = get_scenario("default", pool_size=2_000, eval_size=500, drift=0.0)
+    tables = {f: ab.run(make_env(with_fields(base, {"eval_transfer": f}, "the test"), seed=0), ab.make_strategy("grpo"),
+                        ab.RunConfig(steps=30, eval_every=10, seed=0)) for f in (1.0, 0.5, 0.0)}
+    gains = {f: t["eval_acc"].dropna().iloc[-1] - t["eval_acc"].dropna().iloc[0] for f, t in tables.items()}
+    assert gains[1.0] > 0.05 and gains[0.0] == 0.0
+    assert 0.4 < gains[0.5] / gains[1.0] < 0.6
+    training = [c for c in tables[1.0].columns if not c.startswith("eval_") and c != "wall_s"]
+    for f in (0.5, 0.0):
+        pd.testing.assert_frame_equal(tables[f][training], tables[1.0][training])
