@@ -251,6 +251,11 @@ def _cmd_calibrate(args) -> int:
     if args.storage is None:
         default_storage(study_name, out.parent)  # makes the folder
 
+    for regime, (regime_runs, regime_groups) in zip(setup.regimes(), tables):
+        pool, held_out = cal.pool_and_held_out_gains(regime_runs, regime_groups)
+        log(f"{regime.scenario}: over the real runs the pool's pass rate gains {pool:+.3f}, held-out accuracy "
+            f"{held_out:+.3f}" + (f" ({held_out / pool:.2f}x; --params ...,eval_transfer fits a held-out set not "
+                                  "drawn like the pool)" if pool > 0 else ""))
     start = time.perf_counter()
     studies = []
     try:

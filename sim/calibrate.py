@@ -451,6 +451,21 @@ def trained_groups(groups: pd.DataFrame) -> pd.DataFrame:
     return rows.groupby(keys, sort=False)[["n", "correct"]].sum().reset_index()
 
 
+def pool_and_held_out_gains(runs: pd.DataFrame, groups: pd.DataFrame) -> tuple[float, float]:
+    """What the runs gained over training, on the pool (the pass rate of the trained groups in
+    the last tenth of the steps minus the first tenth's) and on the held-out set (eval_acc, the
+    mean of the last three evaluations minus step 0's), all seeds pooled. The simulator's
+    held-out set is drawn like its pool, so the two gain alike unless ``eval_transfer`` says
+    otherwise; a ratio far from 1 says the real held-out set is not drawn like the pool."""
+    trained = trained_groups(groups)
+    steps = int(trained["trained_step"].max())
+    tenth = max(steps // 10, 1)
+    rate = lambda rows: rows["correct"].sum() / rows["n"].sum()  # noqa: E731
+    pool = rate(trained[trained["trained_step"] > steps - tenth]) - rate(trained[trained["trained_step"] <= tenth])
+    held_out = runs[runs["eval_acc"].notna()].groupby("step")["eval_acc"].mean()
+    return float(pool), float(held_out.iloc[-3:].mean() - held_out.iloc[0])
+
+
 def hist_edges(groups: pd.DataFrame) -> np.ndarray:
     """Bin edges of the pass-rate histograms: one bin per value of correct when every trained
     group has the same n <= 16, else 10 equal bins."""

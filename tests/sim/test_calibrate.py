@@ -470,3 +470,13 @@ def test_restarts_are_chosen_on_fresh_simulator_seeds_not_on_their_own_best_valu
     assert fresh.iloc[1].tolist() == [setup.evaluate_regimes({"lr": sc.lr}, first_seed=k)[0]["total"] for k in (1, 2, 3)]
     assert cal.restarts_line(table, cal.RESCORE_SETS, 1).startswith("kept of 2 restarts") and "(kept)" in \
         cal.restarts_line(table, cal.RESCORE_SETS, 1).split(";")[-1]
+
+
+@pytest.mark.parametrize("transfer", [1.0, 0.5])
+def test_pool_and_held_out_gains_tell_a_held_out_set_drawn_unlike_the_pool(tmp_path, transfer):
+    """Simulated grpo runs: the held-out set gains about what the pool's groups do at
+    eval_transfer 1, about half at 0.5 (the sigmoid and the seeds' noise give it +-25%)."""
+    make_runs(tmp_path / "runs", eval_transfer=transfer, drift=0.0)
+    pool, held_out = cal.pool_and_held_out_gains(*cal.read_runs(tmp_path / "runs", ("grpo",), allow_sim=True))
+    assert pool > 0.05
+    assert 0.75 * transfer < held_out / pool < 1.25 * transfer
