@@ -32,8 +32,10 @@ def add_parser(sub) -> None:
         "noise, so no simulator can be expected to agree with m real seeds better than m other real seeds "
         "do. For m = 1 up to half the real seeds, over random splits: tau between two disjoint sets of m real "
         "seeds, and between m simulated seeds and m real ones (DIR/replicates.csv, one row per m, and "
-        "DIR/replicates.png). Also prints how far the reference's runs drift apart by seed on each side "
-        "(the std over seeds of its accuracy gain).")
+        "DIR/replicates.png). From the real seeds' own agreement it prints the tau an exact simulator "
+        "would be expected to reach against all the real seeds, and how many real seeds an expected 0.8 "
+        "needs (analysis.stats.exact_model_tau). Also prints how far the reference's runs drift apart by "
+        "seed on each side (the std over seeds of its accuracy gain).")
     p.add_argument("sim", type=Path, metavar="SIM_DIR", help="the simulated results folder")
     p.add_argument("real", type=Path, metavar="REAL_DIR", help="the real results folder")
     p.add_argument("--more-real", type=Path, action="append", default=[], metavar="DIR",
@@ -109,8 +111,8 @@ def read_side(folder: Path, scenario: str | None, side: str):
 
 def cmd_validate(args) -> int:
     from allocbench.schema import writable, write_atomic
-    from analysis.validate import (agreement_table, combine, render, replicate_line, replicates, spread_line,
-                                   validate)
+    from analysis.validate import (agreement_table, combine, exact_model_line, render, replicate_line, replicates,
+                                   spread_line, validate)
 
     check_target(args.sim_target, "--sim-target")
     check_target(args.real_target, "--real-target")
@@ -146,6 +148,7 @@ def cmd_validate(args) -> int:
         write_atomic(paths[name], lambda tmp, data=files[name]: Path(tmp).write_bytes(data))
     print(render(table, agreement))
     print(replicate_line(yardstick))
+    print(exact_model_line(yardstick, int(table["real_seeds"].min())))
     print(spread_line(sim, real, args.reference))
     print(f"wrote {', '.join(str(paths[n]) for n in FILES)}")
     return 0

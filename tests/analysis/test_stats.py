@@ -172,3 +172,26 @@ def test_replicate_agreement_needs_the_seeds():
     assert single.empty  # one real seed: nothing to split
     with pytest.raises(ValueError, match="fewer than two strategies"):
         stats.replicate_agreement(real[real.strategy == "grpo"], real, n_splits=5)
+
+
+def test_exact_model_tau_matches_a_monte_carlo_of_its_model():
+    """17 strategies with normal true scores (variance 1) and per-seed noise of variance 4: the
+    mean tau between two boards of 5 seeds, extrapolated to 20 seeds, gives the mean tau of the
+    truth against boards of 20 (2,000 draws; their standard error is ~0.004), and the seeds it
+    says a tau of 0.8 needs do reach it."""
+    rng = np.random.default_rng(0)
+    draws, k, noise = 2_000, 17, 4.0
+
+    def board(truth, seeds):
+        return truth + rng.normal(0, math.sqrt(noise / seeds), truth.shape)
+
+    truth = rng.normal(0, 1, (draws, k))
+    split = np.mean([stats.kendall_tau(a, b) for a, b in zip(board(truth, 5), board(truth, 5))])
+    for n in (20, 60):
+        measured = np.mean([stats.kendall_tau(t, b) for t, b in zip(truth, board(truth, n))])
+        assert stats.exact_model_tau(split, 5, n) == pytest.approx(measured, abs=0.02)
+    need = stats.seeds_for_tau(split, 5, 0.8)
+    assert 4 / (1 / math.sin(0.4 * math.pi) ** 2 - 1) == pytest.approx(need, rel=0.15)  # s2 / V / (1/r^2 - 1)
+    assert np.mean([stats.kendall_tau(t, b) for t, b in zip(truth, board(truth, round(need)))]) == pytest.approx(0.8, abs=0.02)
+    assert math.isnan(stats.exact_model_tau(0.0, 5, 20)) and math.isnan(stats.seeds_for_tau(-0.1, 5, 0.8))
+    assert stats.exact_model_tau(1.0, 5, 20) == 1.0
