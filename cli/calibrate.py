@@ -281,12 +281,11 @@ def _cmd_calibrate(args) -> int:
             raise AllocbenchError(f"study {name} has no completed trial; nothing to write")
 
     # everything is computed before the first file is written
-    restarts = None
-    kept = 0
+    restarts, chosen = None, 0
     if args.restarts > 1:
         log(f"re-measuring the {len(studies)} studies' best trials on fresh simulator seeds")
-        kept, restarts = cal.choose_restart(setup, list(zip(names, sampler_seeds, studies)))
-    study, study_name, storage = studies[kept], names[kept], storages[kept]
+        chosen, restarts = cal.choose_restart(setup, list(zip(names, sampler_seeds, studies)))
+    study, study_name, storage = studies[chosen], names[chosen], storages[chosen]
     number, best = cal.best_params(study)
     parts, regimes = setup.evaluate_regimes(best, name=out.stem)
     scenario = cal.fitted(setup, best, out.stem)
