@@ -202,7 +202,7 @@ def rollouts_to_target(table: pd.DataFrame, target: float | None, column: str = 
     target; NaN = not reached. ``target`` None: the peak of ``reference``'s seed-mean curve,
     in every draw that of its redrawn curve (``peak_targets``)."""
     curves = seed_curves(table, column)
-    point_target = target if target is not None else float(np.nanmax(_nanmean(curves[_ref(curves, reference)].acc, 0)))
+    point_target = target if target is not None else float(np.nanmax(_nanmean(_reference(curves, reference).acc, 0)))
     point = {name: float(metrics.rollouts_to_target(_nanmean(c.acc, 0), _nanmean(c.x, 0), point_target))
              for name, c in curves.items()}
     return point, drawn_rollouts(curves, _draws(curves, n_boot, seed), target, reference)
@@ -213,23 +213,21 @@ def drawn_rollouts(curves: dict[str, SeedCurves], draws: dict[str, np.ndarray], 
     """Per strategy, one value per draw: ``column`` at the first evaluation where the mean curve
     of the draw's seeds (a row of ``draws[name]``: indices into its ``seeds``) reaches the
     target; NaN = not reached. ``target`` None: each draw's own peak of ``reference``'s mean curve."""
-    targets = target if target is not None else peak_targets(curves, draws, reference)[1]
+    targets = target if target is not None else peak_targets(curves, draws, reference)
     return {name: metrics.rollouts_to_target(_nanmean(c.acc[draws[name]], 1), _nanmean(c.x[draws[name]], 1), targets)
             for name, c in curves.items()}
 
 
-def _ref(curves: dict[str, SeedCurves], reference: str) -> str:
+def _reference(curves: dict[str, SeedCurves], reference: str) -> SeedCurves:
+    """The curves a target of None is taken from (ValueError without them)."""
     if reference not in curves:
         raise ValueError(f"no {reference} runs in the table to take the target from; pass a target")
-    return reference
+    return curves[reference]
 
 
-def peak_targets(curves: dict[str, SeedCurves], draws: dict[str, np.ndarray],
-                 reference: str) -> tuple[float, np.ndarray]:
-    """(the peak of ``reference``'s seed-mean accuracy, (n_boot, 1) the peak in each draw)."""
-    ref = curves[_ref(curves, reference)]
-    peaks = np.nanmax(_nanmean(ref.acc[draws[reference]], 1), axis=1)
-    return float(np.nanmax(_nanmean(ref.acc, 0))), peaks[:, None]
+def peak_targets(curves: dict[str, SeedCurves], draws: dict[str, np.ndarray], reference: str) -> np.ndarray:
+    """(n_boot, 1): the peak of ``reference``'s mean accuracy curve in each draw."""
+    return np.nanmax(_nanmean(_reference(curves, reference).acc[draws[reference]], 1), axis=1)[:, None]
 
 
 def speedup_ci(table: pd.DataFrame, target: float | None, references=("grpo", "dapo"),

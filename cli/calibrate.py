@@ -291,7 +291,7 @@ def _cmd_calibrate(args) -> int:
     scenario = cal.fitted(setup, best, out.stem)
     header = cal.header_lines(setup, parts, study_name, storage, number, finished(study), best, path=str(out))
     if restarts is not None:
-        header.insert(1, cal.restarts_line(restarts, cal.RESCORE_SETS, setup.seeds))
+        header.insert(1, cal.restarts_line(restarts, setup.seeds))
     toml = cal.scenario_toml(scenario, header)
     table = (cal.trials_table(study, setup) if restarts is None else pd.concat(
         [cal.trials_table(s, setup).assign(study=n) for s, n in zip(studies, names)], ignore_index=True))

@@ -143,7 +143,7 @@ import pandas as pd
 
 from allocbench.errors import AllocbenchError, ConfigError, DataTooHard
 from allocbench.groups import GroupLog
-from allocbench.metrics import gain_spread, run_gains
+from allocbench.metrics import evaluated, gain_spread, run_gains
 from allocbench.probe import feature_predictions, feature_r2, r_squared, smoothed_logit
 from allocbench.runner import RunConfig, run
 from allocbench.strategy import make_strategy, strategy_class, strategy_names
@@ -462,7 +462,7 @@ def pool_and_held_out_gains(runs: pd.DataFrame, groups: pd.DataFrame) -> tuple[f
     tenth = max(steps // 10, 1)
     rate = lambda rows: rows["correct"].sum() / rows["n"].sum()  # noqa: E731
     pool = rate(trained[trained["trained_step"] > steps - tenth]) - rate(trained[trained["trained_step"] <= tenth])
-    held_out = runs[runs["eval_acc"].notna()].groupby("step")["eval_acc"].mean()
+    held_out = evaluated(runs).groupby("step")["eval_acc"].mean()
     return float(pool), float(held_out.iloc[-3:].mean() - held_out.iloc[0])
 
 
@@ -1003,8 +1003,10 @@ def scenario_toml(sc: Scenario, header: list[str]) -> str:
     return "".join(f"# {line}\n" for line in header) + to_toml(sc)
 
 
-def restarts_line(table: pd.DataFrame, sets: int, seeds: int) -> str:
-    """The header line of a fit chosen among restarts (``choose_restart``'s table)."""
+def restarts_line(table: pd.DataFrame, seeds: int) -> str:
+    """The header line of a fit chosen among restarts (``choose_restart``'s table; ``seeds``
+    per set, as simulated per trial)."""
+    sets = sum(c.startswith("fresh_total_") for c in table.columns)
     each = "; ".join(f"sampler seed {r.sampler_seed}: {r.total:.3f} -> {r.fresh_total:.3f}" + (" (kept)" if r.chosen else "")
                      for r in table.itertuples())
     return (f"kept of {len(table)} restarts by the discrepancy of each one's best trial on fresh simulator seeds "

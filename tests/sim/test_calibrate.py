@@ -468,8 +468,9 @@ def test_restarts_are_chosen_on_fresh_simulator_seeds_not_on_their_own_best_valu
     assert (fresh.iloc[0] > fresh.iloc[1]).all()  # each set alone says the same
     # the sets are seeds 1, 2 and 3 (the study's is 0): the same totals as simulated there
     assert fresh.iloc[1].tolist() == [setup.evaluate_regimes({"lr": sc.lr}, first_seed=k)[0]["total"] for k in (1, 2, 3)]
-    assert cal.restarts_line(table, cal.RESCORE_SETS, 1).startswith("kept of 2 restarts") and "(kept)" in \
-        cal.restarts_line(table, cal.RESCORE_SETS, 1).split(";")[-1]
+    line = cal.restarts_line(table, 1)
+    assert line.startswith("kept of 2 restarts") and "seeds 1-3 (the mean of 3 sets of 1)" in line
+    assert "(kept)" in line.split(";")[-1] and "(kept)" not in line.split(";")[0]
 
 
 @pytest.mark.parametrize("transfer", [1.0, 0.5])
