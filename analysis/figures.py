@@ -695,3 +695,41 @@ def replicate_taus(replicates: pd.DataFrame, agreement: dict) -> plt.Figure:
     if not r.empty:
         _legend(ax, loc="lower right", fontsize=7)
     return fig
+
+
+def paired_differences(paired: pd.DataFrame) -> plt.Figure:
+    """``allocbench validate``'s paired differences (``analysis.validate.paired``) as one panel:
+    each strategy's held-out accuracy minus the reference's at equal rollouts in the real runs
+    (x) against the simulator (y), with both sides' t-intervals over seeds as error bars, the
+    zero lines and the diagonal. A point is filled where the real interval excludes 0 (a
+    difference the real seeds resolve) and hollow where it does not; strategies that ran as the
+    reference on both sides (every difference 0) or whose runs miss the window are left out and
+    named below the panel."""
+    theme()
+    drawn = paired[np.isfinite(paired["sim_diff"]) & np.isfinite(paired["real_diff"])
+                   & ~((paired["sim_verdict"] == "same runs") & (paired["real_verdict"] == "same runs"))]
+    ref = paired["reference"].iloc[0]
+    fig, ax = plt.subplots(figsize=(COL, COL + 0.3), layout="constrained")
+    bounds = np.abs(drawn[["sim_low", "sim_high", "real_low", "real_high"]].to_numpy(float))
+    span = float(bounds.max()) if bounds.size and bounds.max() > 0 else 0.01
+    lim = (-1.1 * span, 1.1 * span)
+    ax.plot(lim, lim, color="0.6", ls="--", lw=0.8, zorder=1)
+    for line in (ax.axhline, ax.axvline):
+        line(0, color="0.75", lw=0.6, zorder=0)
+    for r in drawn.itertuples(index=False):
+        c = color(r.strategy)
+        ax.errorbar(r.real_diff, r.sim_diff, xerr=[[r.real_diff - r.real_low], [r.real_high - r.real_diff]],
+                    yerr=[[r.sim_diff - r.sim_low], [r.sim_high - r.sim_diff]], fmt="none", ecolor=c,
+                    elinewidth=0.9, capsize=1.5, zorder=2)
+        resolved = r.real_verdict in ("better", "worse")
+        ax.scatter(r.real_diff, r.sim_diff, s=30, zorder=3, facecolors=c if resolved else "white",
+                   edgecolors=c, linewidths=1.2)
+    _label_points(ax, drawn["strategy"], drawn["real_diff"], drawn["sim_diff"])
+    ax.set(xlim=lim, ylim=lim, aspect="equal", xlabel=f"real: accuracy − {ref}'s at equal rollouts",
+           ylabel=f"simulated: accuracy − {ref}'s")
+    ax.set_title("filled: the real seeds resolve it", fontsize=8)
+    left_out = paired[~paired["strategy"].isin(drawn["strategy"])]["strategy"].tolist()
+    if left_out:
+        fig.text(0.5, 0.0, "not drawn (same runs or no overlap): " + ", ".join(left_out), ha="center",
+                 va="bottom", fontsize=6, color="0.45", wrap=True)
+    return fig

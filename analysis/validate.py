@@ -42,6 +42,12 @@ AGREEMENT_COLUMNS = ["sim_scenario", "real_scenario", "reference", "n_strategies
                      "tau", "low", "high", "valid", "ceiling_low", "ceiling_high", "sim_target", "real_target", "n_boot", "level", "seed"]
 SIDES = ("sim", "real")
 N_SPLITS = 200  # random splits of the seeds per number of seeds a side (replicates)
+# one row per strategy other than the reference (paired.csv)
+PAIRED_COLUMNS = ["strategy", "reference", *(f"{side}_{k}" for side in SIDES
+                                              for k in ("diff", "low", "high", "seeds", "verdict"))]
+# the window of the paired differences: the reference's evaluations from this share of its own
+# spend on, the part of its run where its peak (the target) lies
+PAIRED_FROM = 0.5
 
 
 def scenario_of(table: pd.DataFrame, side: str) -> str:
@@ -185,6 +191,97 @@ def validate(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float | None = N
                  "ceiling_high": float(agree["ceiling_high"]), "sim_target": targets["sim"], "real_target": targets["real"],
                  "n_boot": int(n_boot), "level": float(level), "seed": int(seed)}
     return table, agreement
+
+
+def paired_differences(table: pd.DataFrame, reference: str = "grpo", level: float = stats.LEVEL,
+                       start: float = PAIRED_FROM) -> pd.DataFrame:
+    """Per strategy other than ``reference``: how much higher its held-out accuracy is than the
+    reference's at equal spend, paired by seed. For each seed both ran: at each of the
+    reference's evaluations from ``start`` x its final cum_rollouts on that lie within the
+    strategy's own spend, the strategy's eval_acc (linearly interpolated in cum_rollouts) minus
+    the reference's, averaged; then the mean over seeds with its Student-t interval.
+
+    Columns: strategy, diff, low, high, seeds (the seeds with a difference) and verdict:
+    ``better`` / ``worse`` when the interval lies above / below 0, ``same runs`` when every
+    seed's difference is exactly 0 (a rule that ran as the reference did), ``unresolved``
+    otherwise (fewer than two seeds included), ``no overlap`` when no seed's run reaches the
+    window (a rule that stopped spending before it)."""
+    curves = stats.seed_curves(table)
+    if reference not in curves:
+        raise ConfigError(f"reference strategy {reference!r} has no evaluated runs")
+    ref = curves[reference]
+    rows = []
+    for name, c in curves.items():
+        if name == reference:
+            continue
+        per_seed = []
+        for seed in np.intersect1d(c.seeds, ref.seeds):
+            rx, ra = _finite_curve(ref, seed)
+            cx, ca = _finite_curve(c, seed)
+            if len(rx) == 0 or len(cx) == 0:
+                continue
+            window = (rx >= start * rx[-1]) & (rx >= cx[0]) & (rx <= cx[-1])
+            if window.any():
+                per_seed.append(float(np.mean(np.interp(rx[window], cx, ca) - ra[window])))
+        mean, low, high = stats.t_interval(per_seed, level)
+        rows.append({"strategy": name, "diff": mean, "low": low, "high": high, "seeds": len(per_seed),
+                     "verdict": _verdict(per_seed, low, high)})
+    return pd.DataFrame(rows, columns=["strategy", "diff", "low", "high", "seeds", "verdict"])
+
+
+def _finite_curve(curves: stats.SeedCurves, seed) -> tuple[np.ndarray, np.ndarray]:
+    """(cum_rollouts, eval_acc) of one seed's run, at its evaluations."""
+    i = int(np.flatnonzero(curves.seeds == seed)[0])
+    keep = np.isfinite(curves.x[i]) & np.isfinite(curves.acc[i])
+    return curves.x[i][keep], curves.acc[i][keep]
+
+
+def _verdict(per_seed: list[float], low: float, high: float) -> str:
+    if not per_seed:
+        return "no overlap"
+    if all(d == 0 for d in per_seed):
+        return "same runs"
+    if len(per_seed) < 2:
+        return "unresolved"
+    return "better" if low > 0 else "worse" if high < 0 else "unresolved"
+
+
+def paired(sim: pd.DataFrame, real: pd.DataFrame, reference: str = "grpo",
+           level: float = stats.LEVEL) -> pd.DataFrame:
+    """``paired_differences`` on both sides over the strategies both hold (``PAIRED_COLUMNS``),
+    in the simulated table's order. Bad input raises ConfigError."""
+    common = [s for s in common_strategies(sim, real, reference) if s != reference]
+    parts = []
+    for side, table in zip(SIDES, (sim, real)):
+        try:
+            d = paired_differences(table[table["strategy"].isin([reference, *common])], reference, level)
+        except ValueError as err:  # e.g. a table that mixes hyper-parameter settings
+            raise ConfigError(str(err)) from None
+        parts.append(d.set_index("strategy").add_prefix(f"{side}_"))
+    out = parts[0].join(parts[1]).reindex(common).reset_index()
+    return out.assign(reference=reference)[PAIRED_COLUMNS]
+
+
+def paired_line(table: pd.DataFrame, level: float = stats.LEVEL) -> str:
+    """The paired differences as one paragraph: which differences from the reference the real
+    seeds resolve, and whether the simulator gives them the same sign."""
+    ref = table["reference"].iloc[0] if len(table) else "the reference"
+    resolved = table[table["real_verdict"].isin(["better", "worse"])]
+    same = resolved[resolved["sim_verdict"] == resolved["real_verdict"]]
+    sign = resolved[np.sign(resolved["sim_diff"]) == np.sign(resolved["real_diff"])]
+    wrong = resolved[np.sign(resolved["sim_diff"]) != np.sign(resolved["real_diff"])]
+    only_sim = table[table["sim_verdict"].isin(["better", "worse"]) & ~table["real_verdict"].isin(["better", "worse"])]
+
+    def names(rows: pd.DataFrame) -> str:
+        return ", ".join(rows["strategy"]) or "none"
+
+    return (f"held-out accuracy against {ref} at equal rollouts (the second half of {ref}'s spend, paired by seed, "
+            f"{level:.0%} t-intervals): the real seeds resolve {len(resolved)} of {len(table)} "
+            f"(better: {names(resolved[resolved['real_verdict'] == 'better'])}; "
+            f"worse: {names(resolved[resolved['real_verdict'] == 'worse'])}); "
+            f"the simulator gives {len(sign)} of them the same sign ({len(same)} resolved alike), "
+            f"the opposite sign to {names(wrong)}; "
+            f"it resolves what the real seeds do not for {names(only_sim)}")
 
 
 def replicates(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float | None = None,

@@ -11,7 +11,8 @@ from allocbench.errors import ConfigError
 from analysis.stats import LEVEL, N_BOOT
 from analysis.validate import N_SPLITS
 
-FILES = ["validate.csv", "agreement.csv", "validate.png", "replicates.csv", "replicates.png"]
+FILES = ["validate.csv", "agreement.csv", "validate.png", "replicates.csv", "replicates.png", "paired.csv",
+         "paired.png"]
 
 
 def add_parser(sub) -> None:
@@ -35,7 +36,13 @@ def add_parser(sub) -> None:
         "DIR/replicates.png). From the real seeds' own agreement it prints the tau an exact simulator "
         "would be expected to reach against all the real seeds, and how many real seeds an expected 0.8 "
         "needs (analysis.stats.exact_model_tau). Also prints how far the reference's runs drift apart by "
-        "seed on each side (the std over seeds of its accuracy gain).")
+        "seed on each side (the std over seeds of its accuracy gain). "
+        "Beside the ranks, which differences the real seeds can resolve at all: per strategy, its held-out "
+        "accuracy minus the reference's at equal rollouts, averaged over the reference's evaluations in the "
+        "second half of its spend and paired by seed, with a Student-t interval over seeds on each side, "
+        "and a verdict (better, worse, unresolved, same runs, no overlap) (DIR/paired.csv, one row per "
+        "strategy, and DIR/paired.png, simulated against real differences); it prints how many the real "
+        "seeds resolve and whether the simulator gives them the same sign.")
     p.add_argument("sim", type=Path, metavar="SIM_DIR", help="the simulated results folder")
     p.add_argument("real", type=Path, metavar="REAL_DIR", help="the real results folder")
     p.add_argument("--more-real", type=Path, action="append", default=[], metavar="DIR",
@@ -111,8 +118,8 @@ def read_side(folder: Path, scenario: str | None, side: str):
 
 def cmd_validate(args) -> int:
     from allocbench.schema import writable, write_atomic
-    from analysis.validate import (agreement_table, combine, exact_model_line, render, replicate_line, replicates,
-                                   spread_line, validate)
+    from analysis.validate import (agreement_table, combine, exact_model_line, paired, paired_line, render,
+                                   replicate_line, replicates, spread_line, validate)
 
     check_target(args.sim_target, "--sim-target")
     check_target(args.real_target, "--real-target")
@@ -127,8 +134,9 @@ def cmd_validate(args) -> int:
                                 n_boot=args.n_boot, level=args.level, seed=args.seed)
     yardstick = replicates(sim, real, args.sim_target, args.real_target, reference=args.reference,
                            n_splits=args.splits, level=args.level, seed=args.seed)
+    differences = paired(sim, real, reference=args.reference, level=args.level)
 
-    from analysis.figures import replicate_taus, sim_vs_real_speedups
+    from analysis.figures import paired_differences, replicate_taus, sim_vs_real_speedups
 
     def png(figure) -> bytes:
         import matplotlib.pyplot as plt
@@ -142,7 +150,9 @@ def cmd_validate(args) -> int:
              "agreement.csv": agreement_table(agreement).to_csv(index=False).encode(),
              "validate.png": png(sim_vs_real_speedups(table, agreement)),
              "replicates.csv": yardstick.to_csv(index=False).encode(),
-             "replicates.png": png(replicate_taus(yardstick, agreement))}
+             "replicates.png": png(replicate_taus(yardstick, agreement)),
+             "paired.csv": differences.to_csv(index=False).encode(),
+             "paired.png": png(paired_differences(differences))}
     args.out.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         write_atomic(paths[name], lambda tmp, data=files[name]: Path(tmp).write_bytes(data))
@@ -150,5 +160,6 @@ def cmd_validate(args) -> int:
     print(replicate_line(yardstick))
     print(exact_model_line(yardstick, int(table["real_seeds"].min())))
     print(spread_line(sim, real, args.reference))
+    print(paired_line(differences, args.level))
     print(f"wrote {', '.join(str(paths[n]) for n in FILES)}")
     return 0

@@ -1,14 +1,17 @@
 import math
 
 import matplotlib.pyplot as plt
+from matplotlib.collections import PathCollection
 import numpy as np
 import pandas as pd
 import pytest
 
 from allocbench.errors import ConfigError
+from analysis.figures import paired_differences as paired_figure
 from analysis.figures import replicate_taus, sim_vs_real_speedups
-from analysis.validate import (AGREEMENT_COLUMNS, COLUMNS, agreement_table, render, replicate_line, replicates,
-                               spread_line, validate)
+from analysis.validate import (AGREEMENT_COLUMNS, COLUMNS, PAIRED_COLUMNS, agreement_table, paired,
+                               paired_differences, paired_line, render, replicate_line, replicates, spread_line,
+                               validate)
 from tests.analysis.conftest import make_table
 
 # Strategies built from conftest's three: each name takes the rollouts per step of a base
@@ -200,3 +203,82 @@ def test_spread_line_compares_how_far_the_seeds_drift_apart():
     # grpo's gains differ by 0.03 between seeds 0-2 at each evaluation: std 0.0173
     assert line == ("seed spread of grpo's accuracy gain (std over seeds, mean over the evaluations): "
                     "simulated 0.0000, real 0.0173 (0.00x)")
+
+
+def shifted(table: pd.DataFrame, name: str, by_seed: dict) -> pd.DataFrame:
+    """grpo's runs of ``table`` renamed ``name``, each seed's accuracy moved by ``by_seed[seed]``."""
+    runs = table[table["strategy"] == "grpo"].assign(strategy=name)
+    return runs.assign(eval_acc=runs["eval_acc"] + runs["seed"].map(by_seed))
+
+
+def test_paired_differences_at_equal_rollouts_by_hand():
+    # grpo evaluates at 0, 200, 400, 600, 800 rollouts (0.5 ... 0.9): the window is 400, 600, 800
+    base = build({"grpo": SIM["grpo"], "a": SIM["a"],
+                  "interp": ("fast", [0.5, 0.6, 0.9, 0.9, 0.9])})
+    short = base[(base["strategy"] == "grpo") & (base["step"] <= 2)].assign(strategy="short")
+    table = pd.concat([base, shifted(base, "same", {0: 0.0, 1: 0.0, 2: 0.0}),
+                       shifted(base, "worse", {0: -0.09, 1: -0.11, 2: -0.10}),
+                       shifted(base, "noisy", {0: 0.05, 1: -0.05, 2: 0.01}), short], ignore_index=True)
+    d = paired_differences(table).set_index("strategy")
+    assert list(d.index) == ["a", "interp", "same", "worse", "noisy", "short"]
+    # a, grpo-priced: 0.9 - (0.7, 0.8, 0.9) = 0.2, 0.1, 0 at every seed
+    assert d.loc["a", "diff"] == pytest.approx(0.1) and d.loc["a", "verdict"] == "better"
+    # interp spends 150 a step (0, 300, 600, ...): at 400 it is 0.6 + 0.3 / 3 = 0.7, as grpo;
+    # at 600 0.9 - 0.8, at 800 0.9 - 0.9
+    assert d.loc["interp", "diff"] == pytest.approx(0.1 / 3)
+    assert (d.loc["same", "diff"], d.loc["same", "verdict"]) == (0.0, "same runs")
+    # -0.09, -0.11, -0.10 over 3 seeds: t(0.975, 2) = 4.303, sd 0.01
+    half = 4.302653 * 0.01 / np.sqrt(3)
+    assert d.loc["worse", "diff"] == pytest.approx(-0.1)
+    assert (d.loc["worse", "low"], d.loc["worse", "high"]) == pytest.approx((-0.1 - half, -0.1 + half), abs=1e-6)
+    assert d.loc["worse", "verdict"] == "worse" and d.loc["worse", "seeds"] == 3
+    assert d.loc["noisy", "diff"] == pytest.approx(0.01 / 3) and d.loc["noisy", "verdict"] == "unresolved"
+    # short stops at 200 rollouts, before the window
+    assert d.loc["short", "seeds"] == 0 and d.loc["short", "verdict"] == "no overlap"
+    assert math.isnan(d.loc["short", "diff"])
+    # the whole run from 0: a's differences 0, 0.3, 0.2, 0.1, 0 (its evaluation at 0 is grpo's)
+    assert paired_differences(table, start=0.0).set_index("strategy").loc["a", "diff"] == pytest.approx(0.12)
+    with pytest.raises(ConfigError, match="reference strategy 'nope'"):
+        paired_differences(table, reference="nope")
+
+
+def test_paired_sides_and_their_line():
+    sim, real = build(SIM), build(REAL, "real", "hand-real")
+    real = pd.concat([real, shifted(real, "d", {0: -0.05, 1: -0.06, 2: -0.04})], ignore_index=True)
+    sim = pd.concat([sim, shifted(sim, "d", {0: 0.05, 1: 0.06, 2: 0.04}),
+                     shifted(sim, "e", {0: 0.0, 1: 0.0, 2: 0.0})], ignore_index=True)
+    table = paired(sim, real)
+    assert list(table.columns) == PAIRED_COLUMNS
+    assert table["strategy"].tolist() == ["a", "b", "c", "d"]  # the common ones, the sim's order
+    t = table.set_index("strategy")
+    # sim: a, b, c each 0.2, 0.1, 0 above grpo in the window; real: 0.1, 0, 0
+    assert t[["sim_diff", "real_diff"]].loc[["a", "b", "c"]].to_numpy() == pytest.approx(
+        np.array([[0.1, 0.1 / 3]] * 3))
+    assert (t.loc["d", "sim_verdict"], t.loc["d", "real_verdict"]) == ("better", "worse")
+    line = paired_line(table)
+    assert "the real seeds resolve 4 of 4 (better: a, b, c; worse: d)" in line
+    assert "the simulator gives 3 of them the same sign (3 resolved alike), the opposite sign to d" in line
+    assert line.endswith("it resolves what the real seeds do not for none")
+    with pytest.raises(ConfigError, match="reference strategy 'nope'"):
+        paired(sim, real, reference="nope")
+
+
+def test_paired_figure_draws_what_differs_and_names_the_rest():
+    sim, real = build(SIM), build(REAL, "real", "hand-real")
+    same = {0: 0.0, 1: 0.0, 2: 0.0}
+    real = pd.concat([real, shifted(real, "d", {0: 0.01, 1: -0.02, 2: 0.0}), shifted(real, "same", same)])
+    sim = pd.concat([sim, shifted(sim, "d", {0: -0.05, 1: -0.06, 2: -0.04}), shifted(sim, "same", same)])
+    fig = paired_figure(paired(sim, real))
+    try:
+        (ax,) = fig.axes
+        points = [c for c in ax.collections if isinstance(c, PathCollection)]
+        assert len(points) == 4  # a, b, c, d; "same" ran as grpo on both sides
+        # d (real -0.01 / 3, sim -0.05) is hollow: the real seeds do not resolve it; a, b, c are filled
+        white = [tuple(c.get_offsets()[0]) for c in points
+                 if tuple(c.get_facecolors()[0][:3]) == (1.0, 1.0, 1.0)]
+        assert white == [pytest.approx((-0.01 / 3, -0.05))]
+        lo, hi = ax.get_xlim()
+        assert lo < -0.05 and hi > 0.1  # every interval inside
+        assert any("not drawn (same runs or no overlap): same" in t.get_text() for t in fig.texts)
+    finally:
+        plt.close(fig)

@@ -24,8 +24,8 @@ def test_validate_writes_three_files_and_prints_table(folders, tmp_path, capsys)
     code = main(["validate", str(sim), str(real), "--out", str(out), "--n-boot", "50"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert sorted(p.name for p in out.iterdir()) == ["agreement.csv", "replicates.csv", "replicates.png",
-                                                     "validate.csv", "validate.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["agreement.csv", "paired.csv", "paired.png", "replicates.csv",
+                                                     "replicates.png", "validate.csv", "validate.png"]
     table = pd.read_csv(out / "validate.csv")
     assert table["strategy"].tolist() == ["a", "c", "b", "grpo"]
     assert table.set_index("strategy")["real_speedup"].to_dict() == pytest.approx(
@@ -45,6 +45,12 @@ def test_validate_writes_three_files_and_prints_table(folders, tmp_path, capsys)
     assert (out / "replicates.png").read_bytes()[:4] == b"\x89PNG"
     assert ("at 1 seed a side (200 random splits; mean, and the middle of the splits): real seeds against other "
             "real seeds tau = 1.00 [1.00, 1.00], simulated seeds against real seeds 0.67 [0.67, 0.67]") in captured.out
+    # the paired differences at equal rollouts: every seed alike, so each is resolved
+    differences = pd.read_csv(out / "paired.csv").set_index("strategy")
+    assert differences["sim_diff"].to_dict() == pytest.approx({"a": 0.1, "b": 0.1, "c": 0.1})
+    assert set(differences["real_verdict"]) == {"better"}
+    assert "the real seeds resolve 3 of 3 (better: a, b, c; worse: none)" in captured.out
+    assert (out / "paired.png").read_bytes()[:4] == b"\x89PNG"
     # a second run needs --force, which replaces the files
     code = main(["validate", str(sim), str(real), "--out", str(out), "--n-boot", "50"])
     assert code == 2 and "would overwrite" in capsys.readouterr().err
