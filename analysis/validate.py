@@ -269,7 +269,9 @@ def paired_line(table: pd.DataFrame, level: float = stats.LEVEL) -> str:
     resolved = table[table["real_verdict"].isin(["better", "worse"])]
     same = resolved[resolved["sim_verdict"] == resolved["real_verdict"]]
     sign = resolved[np.sign(resolved["sim_diff"]) == np.sign(resolved["real_diff"])]
-    wrong = resolved[np.sign(resolved["sim_diff"]) != np.sign(resolved["real_diff"])]
+    wrong = resolved[np.sign(resolved["sim_diff"]) == -np.sign(resolved["real_diff"])]
+    # a simulated difference of exactly 0 (the rule ran as the reference) or none (no overlap)
+    flat = resolved[~resolved["strategy"].isin([*sign["strategy"], *wrong["strategy"]])]
     only_sim = table[table["sim_verdict"].isin(["better", "worse"]) & ~table["real_verdict"].isin(["better", "worse"])]
 
     def names(rows: pd.DataFrame) -> str:
@@ -280,7 +282,7 @@ def paired_line(table: pd.DataFrame, level: float = stats.LEVEL) -> str:
             f"(better: {names(resolved[resolved['real_verdict'] == 'better'])}; "
             f"worse: {names(resolved[resolved['real_verdict'] == 'worse'])}); "
             f"the simulator gives {len(sign)} of them the same sign ({len(same)} resolved alike), "
-            f"the opposite sign to {names(wrong)}; "
+            f"the opposite sign to {names(wrong)}, no difference to {names(flat)}; "
             f"it resolves what the real seeds do not for {names(only_sim)}")
 
 

@@ -257,7 +257,11 @@ def test_paired_sides_and_their_line():
     assert (t.loc["d", "sim_verdict"], t.loc["d", "real_verdict"]) == ("better", "worse")
     line = paired_line(table)
     assert "the real seeds resolve 4 of 4 (better: a, b, c; worse: d)" in line
-    assert "the simulator gives 3 of them the same sign (3 resolved alike), the opposite sign to d" in line
+    assert ("the simulator gives 3 of them the same sign (3 resolved alike), the opposite sign to d, "
+            "no difference to none") in line
+    # a rule the simulator runs as grpo while the real seeds resolve a difference
+    flat = table.assign(sim_diff=np.where(table["strategy"] == "d", 0.0, table["sim_diff"]))
+    assert "the opposite sign to none, no difference to d" in paired_line(flat)
     assert line.endswith("it resolves what the real seeds do not for none")
     with pytest.raises(ConfigError, match="reference strategy 'nope'"):
         paired(sim, real, reference="nope")
