@@ -14,6 +14,10 @@ Over the strategies both sides hold:
   each side (1 = fewest rollouts; ties share the average rank) and how many of its seeds'
   own curves reached the target (``allocbench.metrics.rollouts_to_target``).
 
+Beside the ranks, which differences the real seeds resolve at all (``paired``): per strategy,
+its held-out accuracy minus the reference's at equal cum_rollouts over the second half of the
+reference's spend, paired by seed, with a t-interval over seeds on each side.
+
 The speed-up intervals use the same bootstrap seeds as the rank agreement (``seed`` for the
 simulated side, ``seed + 1`` for the real side), hence the same redrawn seed sets.
 
