@@ -697,7 +697,7 @@ def replicate_taus(replicates: pd.DataFrame, agreement: dict) -> plt.Figure:
     return fig
 
 
-def paired_differences(paired: pd.DataFrame) -> plt.Figure:
+def sim_vs_real_differences(paired: pd.DataFrame) -> plt.Figure:
     """``allocbench validate``'s paired differences (``analysis.validate.paired``) as one panel:
     each strategy's held-out accuracy minus the reference's at equal rollouts in the real runs
     (x) against the simulator (y), with both sides' t-intervals over seeds as error bars, the

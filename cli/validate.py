@@ -136,7 +136,7 @@ def cmd_validate(args) -> int:
                            n_splits=args.splits, level=args.level, seed=args.seed)
     differences = paired(sim, real, reference=args.reference, level=args.level)
 
-    from analysis.figures import paired_differences, replicate_taus, sim_vs_real_speedups
+    from analysis.figures import replicate_taus, sim_vs_real_differences, sim_vs_real_speedups
 
     def png(figure) -> bytes:
         import matplotlib.pyplot as plt
@@ -152,7 +152,7 @@ def cmd_validate(args) -> int:
              "replicates.csv": yardstick.to_csv(index=False).encode(),
              "replicates.png": png(replicate_taus(yardstick, agreement)),
              "paired.csv": differences.to_csv(index=False).encode(),
-             "paired.png": png(paired_differences(differences))}
+             "paired.png": png(sim_vs_real_differences(differences))}
     args.out.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         write_atomic(paths[name], lambda tmp, data=files[name]: Path(tmp).write_bytes(data))

@@ -148,6 +148,7 @@ from allocbench.probe import feature_predictions, feature_r2, r_squared, smoothe
 from allocbench.runner import RunConfig, run
 from allocbench.strategy import make_strategy, strategy_class, strategy_names
 from allocbench.tune.storage import open_storage, redact
+from allocbench.tune.study import finished
 from sim.env import SimWorld, log_choose, make_env
 from sim.scenarios import Scenario, get_scenario, to_toml, with_fields
 
@@ -1086,7 +1087,7 @@ def choose_restart(setup: Setup, restarts: list[tuple[str, int, object]], sets: 
         number, params = best_params(study)
         fresh = fresh_totals(setup, params, sets)
         rows.append({"study": name, "sampler_seed": seed, "best_trial": number,
-                     "finished": sum(t.value is not None for t in study.get_trials(deepcopy=False)),
+                     "finished": finished(study),
                      "total": study.best_value, "fresh_total": float(np.mean(fresh))}
                     | {f"fresh_total_{k}": v for k, v in enumerate(fresh)} | params)
     table = pd.DataFrame(rows)

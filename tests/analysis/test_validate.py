@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 from allocbench.errors import ConfigError
-from analysis.figures import paired_differences as paired_figure
-from analysis.figures import replicate_taus, sim_vs_real_speedups
+from analysis.figures import replicate_taus, sim_vs_real_differences, sim_vs_real_speedups
 from analysis.validate import (AGREEMENT_COLUMNS, COLUMNS, PAIRED_COLUMNS, agreement_table, paired,
                                paired_differences, paired_line, render, replicate_line, replicates, spread_line,
                                validate)
@@ -272,7 +271,7 @@ def test_paired_figure_draws_what_differs_and_names_the_rest():
     same = {0: 0.0, 1: 0.0, 2: 0.0}
     real = pd.concat([real, shifted(real, "d", {0: 0.01, 1: -0.02, 2: 0.0}), shifted(real, "same", same)])
     sim = pd.concat([sim, shifted(sim, "d", {0: -0.05, 1: -0.06, 2: -0.04}), shifted(sim, "same", same)])
-    fig = paired_figure(paired(sim, real))
+    fig = sim_vs_real_differences(paired(sim, real))
     try:
         (ax,) = fig.axes
         points = [c for c in ax.collections if isinstance(c, PathCollection)]
