@@ -64,6 +64,21 @@ teaches less per step than a fresh one, most where the skills move most per step
 calibrate --params stale_pull`` fits it to grpo run with a lag (``grpo.lag``): GRPO's own
 sampling with every rollout stale.
 
+Replayed rollouts. A rollout trained again (a strategy's cached answer, ``Outcome.reused``)
+brings its signal again, at the policy's current gradient, and its noise: the part of its
+gradient particular to that completion, which does not change when it is replayed. With
+``replay_window`` k > 0, rollout j's noise direction xi_j (the one its A_j multiplies) is the
+one it had at its first training, for k updates after it: a replay repeats that noise where a
+new rollout would average it down, and under Adam's running mean a repeated direction adds up
+across steps. The fresh rollouts' noise is still drawn as one sum; a replayed rollout's xi_j is
+drawn the first time it is replayed, conditioned on the sum it was part of (Gaussian: mean
+c_j Z / C, covariance sigma^2 (I - c c^T / C) per coordinate, c the rollouts' shares A_j w_j / N
+and C their summed squares), so a run that replays nothing draws exactly what it drew before,
+and every xi_j has the same distribution as when it was drawn alone. A rollout replayed after
+the window, or one whose first training was in a collapsed group (no noise then), draws a
+direction of its own, kept for the window from then. ``replay_window = 0`` (the default) draws
+fresh noise at every training: a replay is free denoising.
+
 Features. ``Environment.features`` gives strategies that predict pass rates (pcl, gps) a noisy
 view of what sets them: prompt i's offset and loadings, each column standardised over the
 prompts, rotated by a fixed random projection with orthonormal rows into 2 (1 + n_skills)
@@ -80,6 +95,8 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -123,6 +140,7 @@ class SimWorld:
         # with stale_pull: the skills of each version of the weights and the first rollout id it drew
         self.versions, self.version_start = [self.skill.copy()], [0]
         self.noise_var = sc.noise_scale * self._reference_signal()  # sigma_1^2: one rollout's noise
+        self.replay = ReplayNoise(sc.replay_window, dims, self.noise_var) if sc.replay_window else None
 
     @property
     def skill(self) -> np.ndarray:
@@ -151,7 +169,7 @@ class SimWorld:
         state = dict(params=self.params, moment1=self.moment1, moment2=self.moment2,
                      optimizer_steps=self.optimizer_steps, rollout_rng=self.rollout_rng.bit_generator.state,
                      update_rng=self.update_rng.bit_generator.state, drawn=self.drawn,
-                     versions=self.versions, version_start=self.version_start)
+                     versions=self.versions, version_start=self.version_start, replay=self.replay)
         (folder / "world.pkl").write_bytes(pickle.dumps(state))
 
     def load(self, folder: Path) -> None:
@@ -162,6 +180,7 @@ class SimWorld:
         self.optimizer_steps, self.drawn = state["optimizer_steps"], state["drawn"]
         self.versions = state.get("versions", [self.skill.copy()])
         self.version_start = state.get("version_start", [self.drawn])
+        self.replay = state.get("replay", self.replay)
         self.rollout_rng.bit_generator.state = state["rollout_rng"]
         self.update_rng.bit_generator.state = state["update_rng"]
 
@@ -227,6 +246,122 @@ def log_choose(n, k) -> np.ndarray:
     lgamma = np.vectorize(math.lgamma, otypes=[float])
     n, k = np.asarray(n, dtype=float), np.asarray(k, dtype=float)
     return lgamma(n + 1) - (lgamma(k + 1) + lgamma(n - k + 1))
+
+
+def rollout_shares(groups: list[Outcome], mean: np.ndarray, std: np.ndarray,
+                   total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per trained rollout, in the groups' order: its id, its share of the step's noise
+    w_j A_j / N (A_j its normalised advantage; 0 in a collapsed group and for an aborted
+    rollout) and whether it is replayed (its group's last ``reused`` entries)."""
+    sizes = np.fromiter((len(g.rewards) for g in groups), dtype=np.int64, count=len(groups))
+    replays = np.fromiter((g.reused for g in groups), dtype=np.int64, count=len(groups))
+    group = np.repeat(np.arange(len(groups)), sizes)
+    position = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    rewards = np.concatenate([g.rewards for g in groups])
+    weights = np.concatenate([g.importance for g in groups])
+    spread = std[group] * total
+    share = np.divide(weights * (rewards - mean[group]), spread, out=np.zeros(len(rewards)), where=spread > 0)
+    return np.concatenate([g.rollout_ids for g in groups]), share, position >= (sizes - replays)[group]
+
+
+@dataclass(slots=True)
+class _Update:
+    """One recorded update: its trained groups (read only when a replay asks), the fresh
+    rollouts' noise sum Z and summed squared shares C, less what replays have fixed since."""
+
+    index: int
+    groups: tuple
+    mean: np.ndarray
+    std: np.ndarray
+    total: int
+    residual: np.ndarray
+    residual_square: float
+    ids: np.ndarray | None = None  # the fresh informative rollouts' ids, sorted (on first use)
+    shares: np.ndarray | None = None  # their shares, in the ids' order
+
+
+class ReplayNoise:
+    """The noise directions of replayed rollouts (``replay_window``; the module docstring): the
+    last ``window`` updates' fresh noise sums, and each replayed rollout's direction, kept
+    until ``window`` updates after its first training."""
+
+    def __init__(self, window: int, dims: int, rollout_var: float):
+        self.window, self.dims = window, dims
+        self.scale = math.sqrt(rollout_var / dims)  # one rollout's noise, per coordinate
+        self.updates = 0  # updates recorded: the index of the one in progress
+        self.recent: deque[_Update] = deque(maxlen=window)
+        # the kept directions, one chunk per update that drew them: (ids sorted, xi, the update
+        # each direction dates from); chunks are appended, never copied into one array
+        self.kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def record(self, groups: list[Outcome], mean: np.ndarray, std: np.ndarray, total: int,
+               noise: np.ndarray, square: float) -> None:
+        """The update in progress drew the noise sum ``noise`` over its fresh rollouts, whose
+        shares' squares sum to ``square``."""
+        self.recent.append(_Update(self.updates, tuple(groups), mean, std, total, noise, square))
+        self.updates += 1
+        self.kept = [chunk for chunk in self.kept if chunk[2].max() >= self.updates - self.window]
+
+    def directions(self, ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The noise directions xi of rollouts ``ids`` replayed in the update in progress,
+        (len(ids), dims): a kept one, else drawn conditioned on its first update's sum (and
+        kept), else drawn alone (and kept; an id of -1, unknown, is neither looked up nor kept)."""
+        xi = np.empty((len(ids), self.dims))
+        unknown = ids < 0
+        xi[unknown] = self.scale * rng.standard_normal((int(unknown.sum()), self.dims))
+        unique, inverse = np.unique(ids[~unknown], return_inverse=True)
+        found, start = np.empty((len(unique), self.dims)), np.full(len(unique), self.updates)
+        kept = np.zeros(len(unique), dtype=bool)
+        for chunk_ids, chunk_xi, chunk_from in self.kept:
+            at = self._find(chunk_ids, unique)
+            hit = (at >= 0) & (chunk_from[at] >= self.updates - self.window)
+            found[hit], kept = chunk_xi[at[hit]], kept | hit
+        known = kept.copy()
+        for update in self.recent:
+            if known.all():
+                break
+            if update.ids is None:
+                self._shares(update)
+            at = self._find(update.ids, unique)
+            hit = ~known & (at >= 0)
+            if hit.any():
+                found[hit] = self._conditioned(update, update.shares[at[hit]], rng)
+                start[hit], known = update.index, known | hit
+        alone = ~known
+        found[alone] = self.scale * rng.standard_normal((int(alone.sum()), self.dims))
+        if not kept.all():
+            self.kept.append((unique[~kept], found[~kept], start[~kept]))  # unique is sorted
+        xi[~unknown] = found[inverse]
+        return xi
+
+    @staticmethod
+    def _find(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Each of ``ids``' position in ``sorted_ids``, -1 where it is not there."""
+        if not len(sorted_ids):
+            return np.full(len(ids), -1)
+        at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+        return np.where(sorted_ids[at] == ids, at, -1)
+
+    @staticmethod
+    def _shares(update: _Update) -> None:
+        ids, share, replayed = rollout_shares(list(update.groups), update.mean, update.std, update.total)
+        fresh = ~replayed & (share != 0)
+        order = np.argsort(ids[fresh], kind="stable")
+        update.ids, update.shares = ids[fresh][order], share[fresh][order]
+
+    def _conditioned(self, update: _Update, c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Directions of rollouts with shares ``c`` in ``update``'s noise sum, drawn given what
+        is left of it (Z, C): mean c Z / C, covariance scale^2 (I - c c^T / C) per coordinate,
+        as (I - alpha c c^T) E with E ~ N(0, scale^2 I)."""
+        noise = self.scale * rng.standard_normal((len(c), self.dims))
+        left, square = update.residual, update.residual_square
+        if square <= 0:  # the sum is spent (only by rounding): nothing left to condition on
+            return noise
+        q = float(c @ c)
+        alpha = (1 - math.sqrt(max(1 - q / square, 0.0))) / q
+        xi = np.outer(c, left) / square + noise - alpha * np.outer(c, c @ noise)
+        update.residual, update.residual_square = left - c @ xi, max(square - q, 0.0)
+        return xi
 
 
 class SimSampler:
@@ -297,7 +432,19 @@ class SimLearner:
         if sc.stale_pull > 0:
             summed[:sc.n_skills] += sc.stale_pull * self._pull_to_drawing_skills(groups, std > 0)
         noise_std = np.sqrt(w.noise_var * noise_samples / len(w.params)) / total
-        w.step(summed / total + noise_std * w.update_rng.standard_normal(len(w.params)))
+        fresh_square, replay_noise = noise_samples / total**2, None
+        if w.replay is not None and any(g.reused for g in groups):
+            # a replayed rollout repeats its own noise direction; the fresh ones' noise stays one sum
+            ids, share, replayed = rollout_shares(groups, mean, std, total)
+            repeated = replayed & (share != 0)
+            fresh_square = max(fresh_square - float(share[repeated] @ share[repeated]), 0.0)
+            noise_std = np.sqrt(w.noise_var * fresh_square / len(w.params))
+            replay_noise = share[repeated] @ w.replay.directions(ids[repeated], w.update_rng)
+        noise = noise_std * w.update_rng.standard_normal(len(w.params))
+        if w.replay is not None:
+            w.replay.record(groups, mean, std, total, noise, fresh_square)
+        gradient = summed / total + noise
+        w.step(gradient if replay_noise is None else gradient + replay_noise)
         # |E g|^2 without the batch's own sampling spread (the estimator the real learner uses,
         # over groups: the cross terms of the sum), and the noise's trace per rollout
         pairs = float(n.sum())**2 - float(n @ n)

@@ -75,6 +75,11 @@ class Scenario:
     # per informative rollout the skills' gradient gains stale_pull x (s_drawn - s) / N.
     # 0 = a stale rollout teaches as much as a fresh one (sim/env.py)
     stale_pull: float = 0.0
+    # the cost of training a rollout again (a reused, cached answer): its noise, the part of its
+    # gradient particular to that completion, stays what it was at its first training for this
+    # many updates, so a replay repeats its noise where a fresh rollout would average it down.
+    # 0 = every training of a rollout draws fresh noise: a replay is as good as a new rollout (sim/env.py)
+    replay_window: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "offsets", tuple(tuple(float(v) for v in c) for c in self.offsets))
@@ -87,7 +92,8 @@ def check(sc: Scenario) -> None:
     rules: list[tuple[bool, str]] = [
         *((isinstance(getattr(sc, f), int) and getattr(sc, f) > 0, f"{f} must be a positive integer")
           for f in positive_ints),
-        (isinstance(sc.nuisance_dims, int) and sc.nuisance_dims >= 0, "nuisance_dims must be an integer >= 0"),
+        *((isinstance(getattr(sc, f), int) and getattr(sc, f) >= 0, f"{f} must be an integer >= 0")
+          for f in ("nuisance_dims", "replay_window")),
         (len(sc.offsets) > 0 and all(len(c) == 3 and c[0] > 0 and c[2] >= 0 for c in sc.offsets),
          "offsets must be a non-empty list of [weight > 0, mean, std >= 0] components"),
         (sc.loading_scale > 0, "loading_scale must be > 0"),
@@ -204,7 +210,7 @@ def load_toml(path: Path) -> Scenario:
 
 def to_toml(sc: Scenario) -> str:
     """The scenario as a TOML file ``load_toml`` reads back to an equal Scenario."""
-    lines = [f"# allocbench simulator scenario; fields documented in sim/scenarios.py"]
+    lines = ["# allocbench simulator scenario; fields documented in sim/scenarios.py"]
     for f in fields(sc):
         lines.append(f"{f.name} = {toml_value(getattr(sc, f.name))}")
     return "\n".join(lines) + "\n"

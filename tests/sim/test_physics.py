@@ -7,6 +7,7 @@ import pytest
 import allocbench as ab
 from allocbench.protocols import Outcome
 from sim import make_env
+from sim.env import ReplayNoise, rollout_shares
 from sim.scenarios import get_scenario, with_fields
 
 
@@ -171,3 +172,100 @@ def test_eval_transfer_scales_the_held_out_gain_and_leaves_training_alone():
     training = [c for c in tables[1.0].columns if not c.startswith("eval_") and c != "wall_s"]
     for f in (0.5, 0.0):
         pd.testing.assert_frame_equal(tables[f][training], tables[1.0][training])
+
+
+def _replay_noise(shares: np.ndarray, dims: int, rng: np.random.Generator, window: int = 16):
+    """A ReplayNoise that recorded one update: one group per rollout pair, rewards (1, 0) so each
+    rollout's share is +-1 / N times its weight (the shares given, as importance weights), its
+    noise sum drawn as the learner draws it. Returns it, the update's ids and shares, and Z."""
+    n = len(shares)
+    groups = [Outcome(k, np.array([1.0, 0.0]), np.ones(2), rollout_ids=np.array([2 * k, 2 * k + 1]),
+                      weights=np.array([shares[k], shares[k]])) for k in range(n)]
+    mean, std = np.full(n, 0.5), np.full(n, 0.5)
+    noise = ReplayNoise(window, dims, rollout_var=float(dims))  # scale 1 per coordinate
+    _, share, _ = rollout_shares(groups, mean, std, 2 * n)
+    square = float(share @ share)
+    z = np.sqrt(square) * rng.standard_normal(dims)
+    noise.record(groups, mean, std, 2 * n, z, square)
+    return noise, np.arange(2 * n), share, z
+
+
+def test_a_replayed_rollouts_noise_keeps_its_distribution_and_its_part_of_the_sum():
+    """Replaying some of an update's rollouts draws their directions given the update's noise
+    sum Z: over many draws each coordinate still has variance 1 (its marginal), covaries with Z
+    by its share, and directions drawn given Z for all of the update's rollouts sum back to Z."""
+    rng = np.random.default_rng(0)
+    shares = np.linspace(0.5, 2.0, 6)
+    dims, draws = 40, 600
+    xi, sums = [], []
+    for _ in range(draws):
+        noise, ids, share, z = _replay_noise(shares, dims, rng)
+        xi.append(noise.directions(ids[[1, 4, 9]], rng))  # three of the twelve, one of them twice below
+        sums.append(z)
+        again = noise.directions(ids, rng)  # the rest, the three kept ones as they were
+        np.testing.assert_array_equal(again[[1, 4, 9]], xi[-1])
+        np.testing.assert_allclose(share @ again, z, atol=1e-9)
+    xi, sums = np.array(xi), np.array(sums)
+    # 600 draws x 40 coordinates per figure: relative errors of ~1-2%
+    assert xi.var(axis=(0, 2)) == pytest.approx(np.ones(3), rel=0.06)
+    covariance = (xi * sums[:, None, :]).mean(axis=(0, 2))
+    assert covariance == pytest.approx(share[[1, 4, 9]], rel=0.1, abs=0.02)
+
+
+def test_a_replayed_direction_is_kept_for_the_window_then_drawn_anew():
+    rng = np.random.default_rng(1)
+    noise, ids, _, _ = _replay_noise(np.ones(4), 8, rng, window=2)
+    first = noise.directions(ids[:2], rng)
+    empty = [Outcome(50, np.ones(2), np.ones(2), rollout_ids=np.array([100, 101]))]
+    noise.record(empty, np.ones(1), np.zeros(1), 2, np.zeros(8), 0.0)  # update 1: nothing informative
+    np.testing.assert_array_equal(noise.directions(ids[:2], rng), first)
+    noise.record(empty, np.ones(1), np.zeros(1), 2, np.zeros(8), 0.0)  # update 2: the window of update 0 ends
+    assert not np.isclose(noise.directions(ids[:2], rng), first).any()
+
+
+def test_replaying_a_batch_repeats_its_noise_only_with_a_replay_window():
+    """SGD at lr 1 with the skills far from their cap and no drift, so both steps' signals are
+    the same and a step is signal plus noise: training the same rollouts again (flagged as
+    reused) repeats the first step's noise exactly with a window, and draws new noise without."""
+    def two_steps(window):
+        env = make_env("default", seed=0, optimizer="sgd", lr=1.0, drift=0.0, skill_cap=1e6,
+                       noise_scale=1e4, replay_window=window)
+        world = env.info["world"]
+        batch = list(env.sampler.sample({i: 8 for i in range(40)}))
+        steps = []
+        for groups in (batch, [Outcome(g.prompt_id, g.rewards, g.tokens, g.n, g.rollout_ids) for g in batch]):
+            before = world.params.copy()
+            env.learner.update(groups)
+            steps.append(world.params - before)
+        return steps
+
+    first, again = two_steps(16)
+    assert np.abs(first).max() > 0
+    np.testing.assert_allclose(again, first, rtol=1e-6, atol=1e-9 * np.abs(first).max())
+    first, again = two_steps(0)
+    assert np.linalg.norm(again - first) > 0.5 * np.linalg.norm(first)
+
+
+def test_a_run_that_replays_nothing_is_the_same_with_a_replay_window():
+    base = get_scenario("default", pool_size=2_000, eval_size=200)
+    tables = [ab.run(make_env(with_fields(base, {"replay_window": w}, "the test"), seed=0), ab.make_strategy("dapo"),
+                     ab.RunConfig(steps=30, eval_every=10, seed=0)) for w in (0, 16)]
+    columns = [c for c in tables[0].columns if c != "wall_s"]
+    pd.testing.assert_frame_equal(tables[1][columns], tables[0][columns])
+
+
+def test_checkpoint_restores_the_replayed_directions(tmp_path):
+    def replay_steps(env, start):  # the last batch trained again, then a fresh one
+        batch = list(env.sampler.sample({i: 8 for i in range(start, start + 16)}))
+        env.learner.update(batch)
+        env.learner.update([Outcome(g.prompt_id, g.rewards, g.tokens, g.n, g.rollout_ids) for g in batch])
+    a = make_env("default", seed=3, replay_window=16)
+    replay_steps(a, 0)
+    a.save(tmp_path)
+    b = make_env("default", seed=3, replay_window=16)
+    b.load(tmp_path)
+    for env in (a, b):
+        env.learner.update([Outcome(g.prompt_id, g.rewards, g.tokens, g.n, g.rollout_ids)
+                            for g in env.info["world"].replay.recent[0].groups])  # update 0's batch once more
+        replay_steps(env, 16)
+    np.testing.assert_array_equal(a.info["world"].params, b.info["world"].params)

@@ -48,6 +48,10 @@ def test_out_of_range_override_and_construction_are_refused():
         get_scenario("default", noise_scale=-1.0)
     with pytest.raises(ab.ConfigError, match="drift must be >= 0"):
         Scenario("x", drift=-1.0)
+    with pytest.raises(ab.ConfigError, match="replay_window must be an integer >= 0"):
+        get_scenario("default", replay_window=-1)
+    with pytest.raises(ab.ConfigError, match="replay_window must be an integer >= 0"):
+        Scenario("x", replay_window=1.5)
 
 
 def test_scenarios_show_prints_toml_that_compare_runs(tmp_path, capsys):
