@@ -281,7 +281,8 @@ def paired_line(table: pd.DataFrame, level: float = stats.LEVEL) -> str:
     def names(rows: pd.DataFrame) -> str:
         return ", ".join(rows["strategy"]) or "none"
 
-    return (f"held-out accuracy against {ref} at equal rollouts (the second half of {ref}'s spend, paired by seed, "
+    return (f"held-out accuracy against {ref} at equal rollouts ({ref}'s evaluations from {PAIRED_FROM:g} x its "
+            f"final spend on, paired by seed, "
             f"{level:.0%} t-intervals): the real seeds resolve {len(resolved)} of {len(table)} "
             f"(better: {names(resolved[resolved['real_verdict'] == 'better'])}; "
             f"worse: {names(resolved[resolved['real_verdict'] == 'worse'])}); "

@@ -9,7 +9,7 @@ from pathlib import Path
 from allocbench.config import check_bootstrap, check_target
 from allocbench.errors import ConfigError
 from analysis.stats import LEVEL, N_BOOT
-from analysis.validate import N_SPLITS
+from analysis.validate import N_SPLITS, PAIRED_FROM
 
 FILES = ["validate.csv", "agreement.csv", "validate.png", "replicates.csv", "replicates.png", "paired.csv",
          "paired.png"]
@@ -38,8 +38,8 @@ def add_parser(sub) -> None:
         "needs (analysis.stats.exact_model_tau). Also prints how far the reference's runs drift apart by "
         "seed on each side (the std over seeds of its accuracy gain). "
         "Beside the ranks, which differences the real seeds can resolve at all: per strategy, its held-out "
-        "accuracy minus the reference's at equal rollouts, averaged over the reference's evaluations in the "
-        "second half of its spend and paired by seed, with a Student-t interval over seeds on each side, "
+        "accuracy minus the reference's at equal rollouts, averaged over the reference's evaluations from "
+        f"{PAIRED_FROM:g} x its final spend on and paired by seed, with a Student-t interval over seeds on each side, "
         "and a verdict (better, worse, unresolved, same runs, no overlap) (DIR/paired.csv, one row per "
         "strategy, and DIR/paired.png, simulated against real differences); it prints how many the real "
         "seeds resolve and whether the simulator gives them the same sign.")
