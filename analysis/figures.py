@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from allocbench.metrics import mean_curve  # noqa: E402
 from analysis import stats  # noqa: E402
@@ -582,17 +583,41 @@ def trained_by_difficulty(groups: pd.DataFrame, bins: int = 10) -> plt.Figure:
     return fig
 
 
+# where a point's label may go, in offset points from it, tried in order: right above, right
+# below, left above, left below, then further out
+MARKER_RADIUS = 3.0  # points: the scatter markers' (s = 30 points^2) and a little room
+LABEL_SPOTS = [(4, 3, "left"), (4, -9, "left"), (-4, 3, "right"), (-4, -9, "right"),
+               (4, 10, "left"), (4, -16, "left"), (-4, 10, "right"), (-4, -16, "right")]
+
+
 def _label_points(ax, names, xs, ys) -> None:
-    """One label per distinct point (the names of the strategies drawn there, joined); labels
-    of points on one row alternate above and below it so neighbours overlap less."""
+    """One label per distinct point (the names of the strategies drawn there, joined), each at
+    the first of ``LABEL_SPOTS`` where it overlaps no label placed before it (top to bottom),
+    else at the first. Call it after the axes' limits are set: it lays the figure out to
+    measure the labels."""
     points: dict[tuple[float, float], list[str]] = {}
     for name, x, y in zip(names, xs, ys):
         points.setdefault((round(float(x), 9), round(float(y), 9)), []).append(name)
-    row: dict[float, int] = {}
-    for (x, y), ns in sorted(points.items(), key=lambda p: (p[0][1], p[0][0])):
-        i = row[y] = row.get(y, -1) + 1
-        ax.annotate(", ".join(ns), (x, y), xytext=(4, 3 if i % 2 == 0 else -9), textcoords="offset points",
-                    fontsize=6.5)
+    ax.figure.draw_without_rendering()  # the layout, so the labels' extents are final
+    renderer = ax.figure.canvas.get_renderer()
+    # every point's marker is in the way too, so no label sits on another strategy's point
+    reach = renderer.points_to_pixels(MARKER_RADIUS)
+    placed = [Bbox.from_extents(px - reach, py - reach, px + reach, py + reach)
+              for px, py in ax.transData.transform(list(points))]
+    top_down = sorted(points.items(), key=lambda p: tuple(ax.transData.transform(p[0])[::-1] * (-1, 1)))
+    for (x, y), ns in top_down:
+        for dx, dy, ha in LABEL_SPOTS:
+            label = ax.annotate(", ".join(ns), (x, y), xytext=(dx, dy), textcoords="offset points",
+                                fontsize=6.5, ha=ha)
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            label.remove()
+        else:  # no free spot: the first
+            label = ax.annotate(", ".join(ns), (x, y), xytext=LABEL_SPOTS[0][:2], textcoords="offset points",
+                                fontsize=6.5, ha=LABEL_SPOTS[0][2])
+            box = label.get_window_extent(renderer)
+        placed.append(box)
 
 
 def sim_vs_real_speedups(validation: pd.DataFrame, agreement: dict) -> plt.Figure:
@@ -635,7 +660,6 @@ def sim_vs_real_speedups(validation: pd.DataFrame, agreement: dict) -> plt.Figur
                           capsize=1.5, zorder=2)
         left.scatter(x, y, s=30, zorder=3, facecolors=kw["color"] if reached else "white",
                      edgecolors=kw["color"], linewidths=1.2)
-    _label_points(left, v["strategy"], xs, ys)
     if missing:
         for line in (left.axvline, left.axhline):
             line(floor, color="0.75", lw=0.6, ls=":", zorder=0)
@@ -654,7 +678,6 @@ def sim_vs_real_speedups(validation: pd.DataFrame, agreement: dict) -> plt.Figur
     right.plot([0.5, k + 0.5], [0.5, k + 0.5], color="0.6", ls="--", lw=0.8, zorder=1)
     for r in v.itertuples(index=False):
         right.scatter(r.sim_rank, r.real_rank, s=30, color=color(r.strategy), zorder=3)
-    _label_points(right, v["strategy"], v["sim_rank"], v["real_rank"])
     right.set(xlim=(0.5, k + 0.5), ylim=(k + 0.5, 0.5), xticks=range(1, k + 1), yticks=range(1, k + 1),
               aspect="equal", xlabel="rank in the simulator", ylabel="rank in the real runs")
     ci = f"[{a['low']:.2f}, {a['high']:.2f}]" if np.isfinite(a["low"]) else "n/a"
@@ -663,6 +686,8 @@ def sim_vs_real_speedups(validation: pd.DataFrame, agreement: dict) -> plt.Figur
                     f"a perfect simulator's CI at these real seeds: {ceiling}", fontsize=8)
     fig.suptitle(f"sim: {a['sim_scenario']} (target {a['sim_target']:.3f})  vs  real: {a['real_scenario']} "
                  f"(target {a['real_target']:.3f})", fontsize=8.5)
+    _label_points(left, v["strategy"], xs, ys)
+    _label_points(right, v["strategy"], v["sim_rank"], v["real_rank"])
     return fig
 
 
@@ -724,7 +749,6 @@ def sim_vs_real_differences(paired: pd.DataFrame) -> plt.Figure:
         resolved = r.real_verdict in ("better", "worse")
         ax.scatter(r.real_diff, r.sim_diff, s=30, zorder=3, facecolors=c if resolved else "white",
                    edgecolors=c, linewidths=1.2)
-    _label_points(ax, drawn["strategy"], drawn["real_diff"], drawn["sim_diff"])
     ax.set(xlim=lim, ylim=lim, aspect="equal", xlabel=f"real: accuracy − {ref}'s at equal rollouts",
            ylabel=f"simulated: accuracy − {ref}'s")
     ax.set_title("filled: the real seeds resolve it", fontsize=8)
@@ -732,4 +756,5 @@ def sim_vs_real_differences(paired: pd.DataFrame) -> plt.Figure:
     if left_out:
         fig.text(0.5, 0.0, "not drawn (same runs or no overlap): " + ", ".join(left_out), ha="center",
                  va="bottom", fontsize=6, color="0.45", wrap=True)
+    _label_points(ax, drawn["strategy"], drawn["real_diff"], drawn["sim_diff"])
     return fig

@@ -13,6 +13,8 @@ from analysis.validate import N_SPLITS, PAIRED_FROM
 
 FILES = ["validate.csv", "agreement.csv", "validate.png", "replicates.csv", "replicates.png", "paired.csv",
          "paired.png"]
+PAIRED_FILES = ["paired.csv", "paired.png"]  # what a comparison of two strategies writes
+MIN_RANKED = 3  # strategies in both tables for a ranking to compare
 
 
 def add_parser(sub) -> None:
@@ -42,7 +44,9 @@ def add_parser(sub) -> None:
         f"{PAIRED_FROM:g} x its final spend on and paired by seed, with a Student-t interval over seeds on each side, "
         "and a verdict (better, worse, unresolved, same runs, no overlap) (DIR/paired.csv, one row per "
         "strategy, and DIR/paired.png, simulated against real differences); it prints how many the real "
-        "seeds resolve and whether the simulator gives them the same sign.")
+        "seeds resolve and whether the simulator gives them the same sign. With only two strategies in both "
+        "tables (the reference and one other) there is no ranking to compare: it writes and prints the paired "
+        "differences only.")
     p.add_argument("sim", type=Path, metavar="SIM_DIR", help="the simulated results folder")
     p.add_argument("real", type=Path, metavar="REAL_DIR", help="the real results folder")
     p.add_argument("--more-real", type=Path, action="append", default=[], metavar="DIR",
@@ -118,8 +122,8 @@ def read_side(folder: Path, scenario: str | None, side: str):
 
 def cmd_validate(args) -> int:
     from allocbench.schema import writable, write_atomic
-    from analysis.validate import (agreement_table, combine, exact_model_line, paired, paired_line, render,
-                                   replicate_line, replicates, spread_line, validate)
+    from analysis.validate import (agreement_table, combine, common_strategies, exact_model_line, paired,
+                                   paired_line, render, replicate_line, replicates, spread_line, validate)
 
     check_target(args.sim_target, "--sim-target")
     check_target(args.real_target, "--real-target")
@@ -129,12 +133,17 @@ def cmd_validate(args) -> int:
     sim, real = (combine([read_side(folder, scenario, side) for folder in folders], side)
                  for side, folders, scenario in (("sim", [args.sim, *args.more_sim], args.sim_scenario),
                                                  ("real", [args.real, *args.more_real], args.real_scenario)))
-    paths = writable(args.out, FILES, args.force)
-    table, agreement = validate(sim, real, args.sim_target, args.real_target, reference=args.reference,
-                                n_boot=args.n_boot, level=args.level, seed=args.seed)
-    yardstick = replicates(sim, real, args.sim_target, args.real_target, reference=args.reference,
-                           n_splits=args.splits, level=args.level, seed=args.seed)
+    # a tau over two strategies is +-1 whatever the data (one pair): with fewer than three in
+    # common only the paired differences mean something
+    ranked = len(common_strategies(sim, real, args.reference)) >= MIN_RANKED
+    names = FILES if ranked else PAIRED_FILES
+    paths = writable(args.out, names, args.force)
     differences = paired(sim, real, reference=args.reference, level=args.level)
+    if ranked:
+        table, agreement = validate(sim, real, args.sim_target, args.real_target, reference=args.reference,
+                                    n_boot=args.n_boot, level=args.level, seed=args.seed)
+        yardstick = replicates(sim, real, args.sim_target, args.real_target, reference=args.reference,
+                               n_splits=args.splits, level=args.level, seed=args.seed)
 
     from analysis.figures import replicate_taus, sim_vs_real_differences, sim_vs_real_speedups
 
@@ -146,20 +155,25 @@ def cmd_validate(args) -> int:
         plt.close(figure)  # pyplot keeps every figure open until closed
         return out.getvalue()
 
-    files = {"validate.csv": table.to_csv(index=False).encode(),
-             "agreement.csv": agreement_table(agreement).to_csv(index=False).encode(),
-             "validate.png": png(sim_vs_real_speedups(table, agreement)),
-             "replicates.csv": yardstick.to_csv(index=False).encode(),
-             "replicates.png": png(replicate_taus(yardstick, agreement)),
-             "paired.csv": differences.to_csv(index=False).encode(),
+    files = {"paired.csv": differences.to_csv(index=False).encode(),
              "paired.png": png(sim_vs_real_differences(differences))}
+    if ranked:
+        files |= {"validate.csv": table.to_csv(index=False).encode(),
+                  "agreement.csv": agreement_table(agreement).to_csv(index=False).encode(),
+                  "validate.png": png(sim_vs_real_speedups(table, agreement)),
+                  "replicates.csv": yardstick.to_csv(index=False).encode(),
+                  "replicates.png": png(replicate_taus(yardstick, agreement))}
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
+    for name in names:
         write_atomic(paths[name], lambda tmp, data=files[name]: Path(tmp).write_bytes(data))
-    print(render(table, agreement))
-    print(replicate_line(yardstick))
-    print(exact_model_line(yardstick, int(table["real_seeds"].min())))
+    if ranked:
+        print(render(table, agreement))
+        print(replicate_line(yardstick))
+        print(exact_model_line(yardstick, int(table["real_seeds"].min())))
+    else:
+        print(f"two strategies in both tables: no ranking to compare (Kendall's tau needs at least "
+              f"{MIN_RANKED}); the paired differences only")
     print(spread_line(sim, real, args.reference))
     print(paired_line(differences, args.level))
-    print(f"wrote {', '.join(str(paths[n]) for n in FILES)}")
+    print(f"wrote {', '.join(str(paths[n]) for n in names)}")
     return 0

@@ -285,3 +285,26 @@ def test_paired_figure_draws_what_differs_and_names_the_rest():
         assert any("not drawn (same runs or no overlap): same" in t.get_text() for t in fig.texts)
     finally:
         plt.close(fig)
+
+
+def test_paired_figure_labels_overlap_neither_each_other_nor_other_points():
+    """Five strategies within a label's height of each other: each label finds its own spot."""
+    diffs = {"alpha": (0.0, 0.0), "beta": (0.001, 0.0005), "gamma": (-0.001, 0.0005), "delta": (0.0, -0.001),
+             "epsilon": (0.0005, 0.001), "far": (-0.03, -0.03)}
+    table = pd.DataFrame([{"strategy": s, "reference": "grpo", "sim_diff": y, "sim_low": y - 0.002,
+                           "sim_high": y + 0.002, "sim_seeds": 10, "sim_verdict": "unresolved", "real_diff": x,
+                           "real_low": x - 0.002, "real_high": x + 0.002, "real_seeds": 10,
+                           "real_verdict": "unresolved"} for s, (x, y) in diffs.items()])
+    fig = sim_vs_real_differences(table)
+    try:
+        (ax,) = fig.axes
+        renderer = fig.canvas.get_renderer()
+        labels = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+        assert sorted(labels) == sorted(diffs)
+        boxes = list(labels.values())
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        centres = ax.transData.transform([(x, y) for x, y in diffs.values()])
+        for name, box in labels.items():  # no label covers a point, its own or another's
+            assert not any(box.contains(px, py) for px, py in centres), name
+    finally:
+        plt.close(fig)

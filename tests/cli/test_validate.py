@@ -141,3 +141,21 @@ def test_more_seeds_on_either_side_are_read_as_one_table(tmp_path, capsys):
     one, two = (pd.read_csv(d / "agreement.csv") for d in (whole, split))
     pd.testing.assert_frame_equal(one, two)
     assert one.loc[0, "low"] < 1.0  # the seeds differ on the real side: the interval is not a point
+
+
+def test_two_strategies_in_common_give_the_paired_differences_only(tmp_path, capsys):
+    """A tau over two strategies is +-1 whatever the runs: validate writes and prints the paired
+    differences and no ranking."""
+    sim, real = tmp_path / "sim", tmp_path / "real"
+    for folder, rows, env in ((sim, SIM, "sim"), (real, REAL, "real")):
+        folder.mkdir()
+        table = build(rows, env, "hand")
+        write_table(table[table["strategy"].isin(["grpo", "a"])], folder / "runs.parquet")
+    out = tmp_path / "out"
+    code = main(["validate", str(sim), str(real), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["paired.csv", "paired.png"]
+    assert "no ranking to compare" in captured.out and "Kendall tau" not in captured.out
+    assert "the real seeds resolve 1 of 1 (better: a; worse: none)" in captured.out
+    assert pd.read_csv(out / "paired.csv")["strategy"].tolist() == ["a"]
