@@ -78,7 +78,8 @@ class Scenario:
     # the cost of training a rollout again (a reused, cached answer): its noise, the part of its
     # gradient particular to that completion, stays what it was at its first training for this
     # many updates, so a replay repeats its noise where a fresh rollout would average it down.
-    # 0 = every training of a rollout draws fresh noise: a replay is as good as a new rollout (sim/env.py)
+    # 0 = every training of a rollout draws fresh noise: a replay is as good as a new rollout (sim/env.py).
+    # The last replay_window updates' trained groups are kept in memory while it is on
     replay_window: int = 0
 
     def __post_init__(self):
