@@ -63,7 +63,8 @@ class RolloutBandit(Strategy):
     different prompts); the scheduler is a small numpy network on eight hand-made features (the
     paper's scheduler and features are richer); a reused rollout's advantage is recomputed in
     the group it is trained in (the learner sees no stored advantage), and its staleness is not
-    corrected for (the simulator has no off-policy effect). The buffer holds every fresh rollout
+    corrected for (in the simulator a replay costs what the scenario's ``stale_pull`` and
+    ``replay_window`` charge, nothing by default). The buffer holds every fresh rollout
     of the last ``max_staleness`` steps, the oldest leaving first once it holds ``buffer_size``.
     """
 
