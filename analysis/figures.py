@@ -600,23 +600,25 @@ def _label_points(ax, names, xs, ys) -> None:
         points.setdefault((round(float(x), 9), round(float(y), 9)), []).append(name)
     ax.figure.draw_without_rendering()  # the layout, so the labels' extents are final
     renderer = ax.figure.canvas.get_renderer()
+    at = dict(zip(points, ax.transData.transform(list(points))))  # each point in pixels
     # every point's marker is in the way too, so no label sits on another strategy's point
     reach = renderer.points_to_pixels(MARKER_RADIUS)
-    placed = [Bbox.from_extents(px - reach, py - reach, px + reach, py + reach)
-              for px, py in ax.transData.transform(list(points))]
-    top_down = sorted(points.items(), key=lambda p: tuple(ax.transData.transform(p[0])[::-1] * (-1, 1)))
-    for (x, y), ns in top_down:
-        for dx, dy, ha in LABEL_SPOTS:
-            label = ax.annotate(", ".join(ns), (x, y), xytext=(dx, dy), textcoords="offset points",
+    placed = [Bbox.from_extents(px - reach, py - reach, px + reach, py + reach) for px, py in at.values()]
+    for point, ns in sorted(points.items(), key=lambda p: (-at[p[0]][1], at[p[0]][0])):  # top down
+
+        def label_at(spot):
+            dx, dy, ha = spot
+            label = ax.annotate(", ".join(ns), point, xytext=(dx, dy), textcoords="offset points",
                                 fontsize=6.5, ha=ha)
-            box = label.get_window_extent(renderer)
+            return label, label.get_window_extent(renderer)
+
+        for spot in LABEL_SPOTS:
+            label, box = label_at(spot)
             if not any(box.overlaps(other) for other in placed):
                 break
             label.remove()
         else:  # no free spot: the first
-            label = ax.annotate(", ".join(ns), (x, y), xytext=LABEL_SPOTS[0][:2], textcoords="offset points",
-                                fontsize=6.5, ha=LABEL_SPOTS[0][2])
-            box = label.get_window_extent(renderer)
+            label, box = label_at(LABEL_SPOTS[0])
         placed.append(box)
 
 

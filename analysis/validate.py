@@ -15,8 +15,9 @@ Over the strategies both sides hold:
   own curves reached the target (``allocbench.metrics.rollouts_to_target``).
 
 Beside the ranks, which differences the real seeds resolve at all (``paired``): per strategy,
-its held-out accuracy minus the reference's at equal cum_rollouts over the second half of the
-reference's spend, paired by seed, with a t-interval over seeds on each side.
+its held-out accuracy minus the reference's at equal cum_rollouts over the reference's
+evaluations from ``PAIRED_FROM`` x its final spend on, paired by seed, with a t-interval over
+seeds on each side.
 
 The speed-up intervals use the same bootstrap seeds as the rank agreement (``seed`` for the
 simulated side, ``seed + 1`` for the real side), hence the same redrawn seed sets.
