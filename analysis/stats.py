@@ -291,7 +291,7 @@ def exact_model_tau(split_tau: float, m: int, n: int) -> float:
     and the expected tau of a correlation r is (2 / pi) asin(r) (Greiner's relation). NaN when
     ``split_tau`` <= 0: no agreement to extrapolate from. Rankings by rollouts to a target have
     ties and "never", which the model has not; in the simulator's own world, where the truth is
-    known, it fell short of the exact model's measured tau by 0.03-0.12 (README)."""
+    known, it fell short of the exact model's measured tau by 0.03-0.12 (docs/agreement.md)."""
     noise = _noise_to_spread(split_tau, m)
     return 2 / math.pi * math.asin(math.sqrt(1 / (1 + noise / n))) if math.isfinite(noise) else math.nan
 

@@ -38,7 +38,7 @@ that predict from features (pcl, gps); without a probe, or a probe without featu
 the base's. The probe serves the features also when the starting pass rates come from the
 groups (``start="groups"``): on the tiny tier the policy gains fast in its first steps, and the
 fits that start from those steps' groups match the real curves better than the ones that start
-from the probe of the initial policy (README). ``start="base"`` fits no starting pass rates:
+from the probe of the initial policy (docs/agreement.md). ``start="base"`` fits no starting pass rates:
 they are the base scenario's, for a study that adds one parameter to a scenario already fitted
 (below).
 
@@ -116,7 +116,7 @@ another regime moves.
 Restarts (``choose_restart``, ``calibrate --restarts K``). grpo's runs leave the parameters that
 order the other rules loosely pinned down: studies of the same runs from other TPE sampler
 seeds end at fits of similar discrepancy far apart in the space, which rank the other rules
-very differently (README). K studies at sampler seeds s..s+K-1 are run, and the one kept is
+very differently (docs/agreement.md). K studies at sampler seeds s..s+K-1 are run, and the one kept is
 the one whose best trial has the least discrepancy re-measured on fresh simulator seeds
 (``RESCORE_SETS`` sets of S seeds after the study's own; ``fresh_totals``): a study's own best
 value is the least of its many noisy trials, biased low by an amount that differs between
@@ -1081,7 +1081,7 @@ def choose_restart(setup: Setup, restarts: list[tuple[str, int, object]], sets: 
     and one row per study. Why not the studies' own best values: each is the least of many noisy
     trials, biased low by an amount that differs between studies; and why restarts at all: the
     grpo runs a study fits leave the parameters that order the other rules loosely pinned down,
-    so studies from other sampler seeds end in different places (README)."""
+    so studies from other sampler seeds end in different places (docs/agreement.md)."""
     rows = []
     for name, seed, study in restarts:
         number, params = best_params(study)
