@@ -4,7 +4,9 @@ Prompts. Prompt i has a logit ``b_i + a_i . c(s) - drift * mean(u^2)``: an offse
 difficulty), loadings ``a_i >= 0`` on ``n_skills`` latent skills (Dirichlet-distributed, summing
 to ``loading_scale`` times a log-normal factor of spread ``loading_spread``: how learnable the
 prompt is), the shared skill vector ``s``
-passed through ``c(s) = cap * tanh(s / cap)`` so skill saturates, and ``u``, the policy's
+passed through ``c(s) = cap * tanh(s / cap)`` so skill saturates (``skill_saturation =
+"log"``: ``cap * asinh(s / cap)``, linear up to about the cap and logarithmic after it, returns
+that diminish without a ceiling), and ``u``, the policy's
 displacement along ``nuisance_dims`` directions no skill uses. Its pass rate is the sigmoid of
 the logit. Training on one prompt moves every prompt that shares its skills. The held-out eval
 set is drawn from the same distribution and scored as expected pass@1; its skill term is
@@ -40,12 +42,13 @@ samples buy nothing: cheap steps win); when noise dominates it scales with the s
 ratio (extra informative samples pay: screening's bet).
 
 Why noisy steps cost something. The noise moves the policy too. Along the skills it is a random
-walk that tanh's curvature turns into a loss near the cap; along the nuisance directions,
-which every prompt's logit pays for through ``drift * mean(u^2)``, it is a random walk held
-back only by the signal's pull towards 0. Under Adam that pull, in units of the noise, grows
-like sqrt(I): runs whose steps carry few informative rollouts (late GRPO, when most groups have
-collapsed) settle at a larger displacement, so they plateau lower or turn down, while cleaner
-batches (screened groups) hold a higher plateau. ``drift = 0`` removes the mechanism.
+walk that the skill curve's curvature turns into a loss (near the cap, under tanh); along the
+nuisance directions, which every prompt's logit pays for through ``drift * mean(u^2)``, it is a
+random walk held back only by the signal's pull towards 0. Under Adam that pull, in units of
+the noise, grows like sqrt(I): runs whose steps carry few informative rollouts (late GRPO, when
+most groups have collapsed) settle at a larger displacement, so they plateau lower or turn
+down, while cleaner batches (screened groups) hold a higher plateau. ``drift = 0`` removes the
+mechanism.
 
 Stale rollouts. A rollout trained after the weights that drew it were updated (a pilot
 committed steps later, SPEED's screened prompts, an asynchronous pipeline's lag) is scored by
@@ -108,6 +111,15 @@ from sim.scenarios import Scenario, get_scenario
 
 ADAM_EPS = 1e-8
 REFERENCE_PROMPTS = 4_096  # prompts of the pool that set the noise scale's reference signal
+
+
+def skill_curve(sc: Scenario, skill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """c(s), the part of a logit each skill adds per unit of loading, and dc/ds (the gradient's
+    chain rule), under the scenario's ``skill_saturation``."""
+    x = skill / sc.skill_cap
+    if sc.skill_saturation == "log":
+        return sc.skill_cap * np.arcsinh(x), 1.0 / np.sqrt(1.0 + x * x)
+    return sc.skill_cap * np.tanh(x), 1.0 / np.cosh(x) ** 2
 
 
 class SimWorld:
@@ -207,7 +219,7 @@ class SimWorld:
 
     def pass_rate(self, ids: np.ndarray) -> np.ndarray:
         sc = self.sc
-        capped = sc.skill_cap * np.tanh(self.skill / sc.skill_cap)
+        capped, _ = skill_curve(sc, self.skill)
         drift = sc.drift * float(np.mean(self.nuisance**2)) if sc.nuisance_dims else 0.0
         # a logit below about -709 overflows exp to inf, and 1 / (1 + inf) = 0 is the right limit
         with np.errstate(over="ignore"):
@@ -424,7 +436,7 @@ class SimLearner:
         # sum of squared normalised advantages: each rollout's A^2 times its weight^2
         noise_samples = float(squares[std > 0].sum())
         # per-rollout signal of each group along (skills, nuisance directions)
-        chain = 1.0 / np.cosh(w.skill / sc.skill_cap) ** 2
+        _, chain = skill_curve(sc, w.skill)
         pull = -2.0 * sc.drift * w.nuisance / max(sc.nuisance_dims, 1)
         per_rollout = std[:, None] * w.loading[ids] * chain  # the skills' part; the nuisance's is std * pull
         mass = float(n @ std)

@@ -22,6 +22,7 @@ from allocbench.config import read_toml, toml_value
 from allocbench.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd")
+SATURATIONS = ("ceiling", "log")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,12 @@ class Scenario:
     # 90% levels 3 and 5), so held-out accuracy gains less than the pool's pass rates
     eval_transfer: float = 1.0
     skill_cap: float = 2.5  # skill saturates at this per dimension (a plateau below 100%)
+    # how skill saturates along each dimension, c(s) the part of a logit a skill s adds:
+    # "ceiling", c = skill_cap tanh(s / skill_cap), a plateau no training passes; "log",
+    # c = skill_cap asinh(s / skill_cap), linear up to about skill_cap and logarithmic after it:
+    # returns diminish without a ceiling (the tiny tier's real held-out accuracy keeps growing
+    # about log-linearly in steps to the end of its 200-step runs)
+    skill_saturation: str = "ceiling"
     # the optimizer: "adam" (per-coordinate running moments: a step of about lr per coordinate
     # when the signal dominates, about lr x signal-to-noise when noise does) or "sgd" (a step of
     # lr x gradient, so zero-variance groups dilute it)
@@ -102,6 +109,7 @@ def check(sc: Scenario) -> None:
         (sc.loading_spread >= 0, "loading_spread must be >= 0"),
         (sc.eval_transfer >= 0, "eval_transfer must be >= 0"),
         (sc.skill_cap > 0, "skill_cap must be > 0"),
+        (sc.skill_saturation in SATURATIONS, f"skill_saturation must be one of {', '.join(SATURATIONS)}"),
         (sc.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
         (sc.lr > 0, "lr must be > 0"),
         (0 <= sc.adam_beta1 < 1 and 0 <= sc.adam_beta2 < 1, "adam_beta1 and adam_beta2 must be in [0, 1)"),
@@ -112,7 +120,7 @@ def check(sc: Scenario) -> None:
         (sc.len_correct > 0 and sc.len_wrong > 0 and sc.len_sigma >= 0,
          "len_correct, len_wrong must be > 0 and len_sigma >= 0"),
     ]
-    numbers = [f.name for f in fields(sc) if f.name not in ("name", "description", "optimizer", "offsets")]
+    numbers = [f.name for f in fields(sc) if f.name not in ("name", "description", "optimizer", "skill_saturation", "offsets")]
     for name in numbers:
         value = getattr(sc, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -7,8 +7,8 @@ import pytest
 import allocbench as ab
 from allocbench.protocols import Outcome
 from sim import make_env
-from sim.env import ReplayNoise, rollout_shares
-from sim.scenarios import get_scenario, with_fields
+from sim.env import ReplayNoise, rollout_shares, skill_curve
+from sim.scenarios import SATURATIONS, get_scenario, with_fields
 
 
 def _groups(informative: int, collapsed: int = 0, n: int = 8) -> list[Outcome]:
@@ -269,3 +269,31 @@ def test_checkpoint_restores_the_replayed_directions(tmp_path):
                             for g in env.info["world"].replay.recent[0].groups])  # update 0's batch once more
         replay_steps(env, 16)
     np.testing.assert_array_equal(a.info["world"].params, b.info["world"].params)
+
+
+@pytest.mark.parametrize("saturation", SATURATIONS)
+def test_the_skill_curves_slope_is_its_derivative_and_both_start_as_the_identity(saturation):
+    sc = get_scenario("default", skill_saturation=saturation, skill_cap=0.7)
+    s, h = np.linspace(-6.0, 6.0, 49), 1e-6
+    curve, slope = skill_curve(sc, s)
+    numeric = (skill_curve(sc, s + h)[0] - skill_curve(sc, s - h)[0]) / (2 * h)
+    assert np.allclose(slope, numeric, rtol=1e-6, atol=1e-8)
+    small, small_slope = skill_curve(sc, np.array([1e-4]))
+    assert small[0] == pytest.approx(1e-4, rel=1e-6) and small_slope[0] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_log_saturation_keeps_gaining_where_the_ceiling_plateaus():
+    def pass_rates(saturation):  # the pool's mean pass rate after 50, 100 and 200 noise-free steps
+        env = make_env("default", seed=0, noise_scale=0.0, drift=0.0, lr=0.05, skill_cap=0.5,
+                       skill_saturation=saturation)
+        world, ids, out = env.info["world"], np.arange(2_000), []
+        for step in range(1, 201):
+            env.learner.update(_groups(4))  # the same direction every step: skills grow linearly
+            if step in (50, 100, 200):
+                out.append(float(world.pass_rate(ids).mean()))
+        return np.array(out)
+
+    ceiling, log = pass_rates("ceiling"), pass_rates("log")
+    assert abs(ceiling[2] - ceiling[1]) < 1e-3  # tanh: at the cap, nothing left to gain
+    early, late = np.diff(log)  # log: each doubling of the steps gains about as much
+    assert late > 0.02 and 0.5 < late / early < 1.5

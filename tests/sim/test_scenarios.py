@@ -52,6 +52,8 @@ def test_out_of_range_override_and_construction_are_refused():
         get_scenario("default", replay_window=-1)
     with pytest.raises(ab.ConfigError, match="replay_window must be an integer >= 0"):
         Scenario("x", replay_window=1.5)
+    with pytest.raises(ab.ConfigError, match="skill_saturation must be one of ceiling, log"):
+        get_scenario("default", skill_saturation="linear")
 
 
 def test_scenarios_show_prints_toml_that_compare_runs(tmp_path, capsys):
