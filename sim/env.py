@@ -3,11 +3,10 @@
 Prompts. Prompt i has a logit ``b_i + a_i . c(s) - drift * mean(u^2)``: an offset ``b_i`` (its
 difficulty), loadings ``a_i >= 0`` on ``n_skills`` latent skills (Dirichlet-distributed, summing
 to ``loading_scale`` times a log-normal factor of spread ``loading_spread``: how learnable the
-prompt is), the shared skill vector ``s``
-passed through ``c(s) = cap * tanh(s / cap)`` so skill saturates (``skill_saturation =
-"log"``: ``cap * asinh(s / cap)``, linear up to about the cap and logarithmic after it, returns
-that diminish without a ceiling), and ``u``, the policy's
-displacement along ``nuisance_dims`` directions no skill uses. Its pass rate is the sigmoid of
+prompt is), the shared skill vector ``s`` passed through ``c(s) = cap * tanh(s / cap)`` so
+skill saturates (``skill_saturation = "log"``: ``cap * asinh(s / cap)``, linear up to about the
+cap and logarithmic after it, returns that diminish without a ceiling), and ``u``, the
+policy's displacement along ``nuisance_dims`` directions no skill uses. Its pass rate is the sigmoid of
 the logit. Training on one prompt moves every prompt that shares its skills. The held-out eval
 set is drawn from the same distribution and scored as expected pass@1; its skill term is
 multiplied by ``eval_transfer`` (1 by default), for a held-out set that leans on what the pool
