@@ -79,7 +79,7 @@ def color(name: str):
 
 def _many(names) -> bool:
     """Too many strategies for a legend inside the axes."""
-    return len(set(names)) > 4
+    return pd.Series(names).nunique(dropna=False) > 4
 
 
 def _outside_legend(fig, ax, ncols: int = 3) -> None:
@@ -269,7 +269,8 @@ def prompt_shares(table: pd.DataFrame, level: float = stats.LEVEL, window: int =
     panels = [p for p in panels if not p[0].empty]  # a real evaluator may not report the shares
     if not panels:
         raise NoData("prompt shares: no eval_solved_share / eval_unsolved_share values and no trained groups")
-    extra = 0.8 if _many(table["strategy"]) else 0.0  # the legend below
+    many = _many(table["strategy"])
+    extra = 0.8 if many else 0.0  # the legend below
     fig, axes = plt.subplots(len(panels), 1, figsize=(COL, 0.6 + extra + 1.33 * len(panels)), sharex=True,
                              layout="constrained", squeeze=False)
     axes = axes[:, 0]
@@ -281,13 +282,13 @@ def prompt_shares(table: pd.DataFrame, level: float = stats.LEVEL, window: int =
             b = band[band["strategy"] == name]
             ax.plot(b["x"], b["mean"], color=color(name), label=name)
             ax.fill_between(b["x"], b["low"], b["high"], color=color(name),
-                            alpha=0.07 if _many(table["strategy"]) else 0.2, lw=0)
+                            alpha=0.07 if many else 0.2, lw=0)
         ax.set_ylabel(ylabel)
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
         ax.set_ylim(bottom=0)
     _budget_axis(axes[-1], "cum_rollouts")
     axes[0].set_title(_label(table, f", mean ± {level:.0%} CI"))
-    if _many(table["strategy"]):
+    if many:
         _outside_legend(fig, axes[0])
     else:  # the solved share starts low: its lower right corner is free
         axes[1 if len(panels) == 3 else 0].legend(loc="lower right")
