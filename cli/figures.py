@@ -25,6 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed; default: 0")
     p.add_argument("--format", default="png,pdf", help="comma-separated figure formats; default: png,pdf")
     p.add_argument("--force", action="store_true", help="replace existing files in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (one tick per env and scenario)")
     p.set_defaults(func=cmd_figures)
 
 
@@ -38,7 +39,8 @@ def cmd_figures(args) -> int:
     check_bootstrap(args.boot, args.level, flag="--boot", minimum=100)
     check_target(args.target)
     written = build_report(args.results, args.out, force=args.force, target=args.target,
-                           n_boot=args.boot, level=args.level, seed=args.seed, formats=formats)
+                           n_boot=args.boot, level=args.level, seed=args.seed, formats=formats,
+                           progress=not args.quiet)
     print(f"wrote {len(written)} files to {args.out}: report.md, report.html, "
           f"{sum(p.suffix == '.png' for p in written)} figures")
     return 0
