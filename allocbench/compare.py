@@ -33,13 +33,11 @@ def compare(scenario: str, strategies: list[Strategy], seeds: list[int], config:
     """All (strategy, seed) runs; returns their rows concatenated and, with ``log_groups``, their
     per-group logs concatenated (else None). Runs that stop early (a filtering strategy that
     cannot fill its batch) keep their rows and are reported."""
-    from tqdm import tqdm
+    from allocbench.progress import progress_bar
 
     runs = [(s, replace(config, seed=seed)) for s in strategies for seed in seeds]
-    # to a terminal the bar redraws ten times a second; to a log file, a line every 30 s at most
-    bar = tqdm(total=len(runs) * config.steps, unit="step", disable=not progress,
-               mininterval=0.1 if sys.stderr.isatty() else 30.0,
-               desc=f"{scenario}: {len(strategies)} strategies x {len(seeds)} seeds", file=sys.stderr)
+    bar = progress_bar(total=len(runs) * config.steps, unit="step", disable=not progress,
+                       desc=f"{scenario}: {len(strategies)} strategies x {len(seeds)} seeds")
     results = []
     if jobs == 1:
         for strategy, cfg in runs:

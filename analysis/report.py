@@ -23,7 +23,6 @@ import html
 import io
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -399,10 +398,9 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
     return the paths written. ``progress``: a bar on stderr, one tick per (env, scenario).
     Raises ConfigError for a missing folder, no tables, a malformed table, or files in ``out``
     that would be overwritten without ``force``."""
-    from tqdm import tqdm
-
     from analysis import figures as F
     from analysis import stats
+    from allocbench.progress import progress_bar
     from allocbench.schema import writable, write_atomic
 
     results, out = Path(results), Path(out)
@@ -432,9 +430,8 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
             for f in sorted(facts.values(), key=lambda f: f.source)])
         width = pd.Series({f.source: f.strategies for f in facts.values()})
         keys = sorted({k for f in facts.values() for k in f.scenarios}, key=lambda k: (k[0] != "sim", k))
-        # a results tree of many scenarios takes minutes: to a log file, a line every 30 s at most
-        bar = tqdm(keys, unit="scenario", desc=f"figures from {results}", file=sys.stderr,
-                   disable=not progress, mininterval=0.1 if sys.stderr.isatty() else 30.0)
+        # a results tree of many scenarios takes minutes
+        bar = progress_bar(keys, unit="scenario", desc=f"figures from {results}", disable=not progress)
         for env, scenario in bar:  # sim first; one scenario's tables in memory at a time
             t = arms(read_tables(results, [p for p, f in facts.items() if (env, scenario) in f.scenarios],
                                  scenario=(env, scenario)), width)

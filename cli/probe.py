@@ -4,7 +4,6 @@ training."""
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import Path
 
 from allocbench.errors import ConfigError
@@ -38,7 +37,7 @@ def add_parser(sub) -> None:
 
 def cmd_probe(args) -> int:
     import pandas as pd
-    from tqdm import tqdm
+    from allocbench.progress import progress_bar
 
     from allocbench.checkpoint import Checkpoint
     from allocbench.envs import make_env
@@ -68,8 +67,8 @@ def cmd_probe(args) -> int:
         if env.load is None:
             raise ConfigError(f"environment {args.env} cannot load checkpoints")
         env.load(env_state / "env")
-    bar = tqdm(total=len(env.prompt_ids), unit="prompt", disable=args.quiet, file=sys.stderr,
-               mininterval=0.1 if sys.stderr.isatty() else 30.0, desc=f"probe {env.scenario}, k={args.k}")
+    bar = progress_bar(total=len(env.prompt_ids), unit="prompt", disable=args.quiet,
+                       desc=f"probe {env.scenario}, k={args.k}")
     table = probe(env, args.k, batch_prompts=args.batch, progress=bar.update)
     bar.close()
     table["source"] = "initial policy" if env_state is None else f"checkpoint {env_state.name}"

@@ -6,12 +6,12 @@ to ``loading_scale`` times a log-normal factor of spread ``loading_spread``: how
 prompt is), the shared skill vector ``s`` passed through ``c(s) = cap * tanh(s / cap)`` so
 skill saturates (``skill_saturation = "log"``: ``cap * asinh(s / cap)``, linear up to about the
 cap and logarithmic after it, returns that diminish without a ceiling), and ``u``, the
-policy's displacement along ``nuisance_dims`` directions no skill uses. Its pass rate is the sigmoid of
-the logit. Training on one prompt moves every prompt that shares its skills. The held-out eval
-set is drawn from the same distribution and scored as expected pass@1; its skill term is
-multiplied by ``eval_transfer`` (1 by default), for a held-out set that leans on what the pool
-rarely trains (the tiny tier's real held-out gains are 0.78x its pool's, below). Rollout lengths are
-log-normal, longer when wrong, capped at ``max_tokens``.
+policy's displacement along ``nuisance_dims`` directions no skill uses. Its pass rate is the
+sigmoid of the logit. Training on one prompt moves every prompt that shares its skills. The
+held-out eval set is drawn from the same distribution and scored as expected pass@1; its skill
+term is multiplied by ``eval_transfer`` (1 by default), for a held-out set that leans on what
+the pool rarely trains (the tiny tier's real held-out gains are 0.78x its pool's, below).
+Rollout lengths are log-normal, longer when wrong, capped at ``max_tokens``.
 
 Gradient. The policy's parameters are ``theta = (s, u)``. A GRPO step on groups g with n_g
 rollouts, mean reward m_g and reward std sigma_g = sqrt(m_g (1 - m_g)) has the signal

@@ -43,7 +43,6 @@ def test_figures_end_to_end_on_compare_output(compare_dir, tmp_path, capsys):
     assert main(["figures", str(compare_dir), "--out", str(out), *FAST]) == 2
     assert "would overwrite" in capsys.readouterr().err
     assert (out / "report.md").stat().st_mtime_ns == before
-    capsys.readouterr()
     assert main(["figures", str(compare_dir), "--out", str(out), "--force", *FAST]) == 0
     assert "1/1" in capsys.readouterr().err  # the progress bar: one scenario of one
     assert main(["figures", str(compare_dir), "--out", str(out), "--force", "--quiet", *FAST]) == 0
