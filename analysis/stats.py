@@ -304,6 +304,23 @@ def seeds_for_tau(split_tau: float, m: int, target: float) -> float:
     return noise / (1 / math.sin(math.pi / 2 * target) ** 2 - 1) if math.isfinite(noise) else math.nan
 
 
+def exact_model_pass_chance(split_tau: float, m: int, n: int, strategies: int, target: float,
+                            draws: int = 20_000, seed: int = 0) -> float:
+    """The chance that an exact model's tau against a board of ``n`` seeds reaches ``target``,
+    over ``strategies`` strategies (``exact_model_tau``'s model, drawn ``draws`` times; the
+    standard error is at most 0.5 / sqrt(draws)). The expected tau says where such a model lands
+    on average; this says how often it clears a bar. NaN when ``split_tau`` <= 0."""
+    noise = _noise_to_spread(split_tau, m)
+    if not math.isfinite(noise):
+        return math.nan
+    rng = np.random.default_rng(seed)
+    truth = rng.normal(size=(draws, strategies))
+    board = truth + rng.normal(scale=math.sqrt(noise / n), size=truth.shape)
+    i, j = np.triu_indices(strategies, k=1)  # normal scores have no ties: tau is the sign average
+    tau = (np.sign(truth[:, i] - truth[:, j]) * np.sign(board[:, i] - board[:, j])).mean(axis=1)
+    return float((tau >= target).mean())
+
+
 def _noise_to_spread(split_tau: float, m: int) -> float:
     """s2 / V of ``exact_model_tau``'s model, from the tau between two boards of m seeds."""
     r = math.sin(math.pi / 2 * split_tau)

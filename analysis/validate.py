@@ -320,10 +320,11 @@ def replicate_line(replicates: pd.DataFrame) -> str:
             f"simulated seeds against real seeds {r.sim_tau:.2f} [{r.sim_low:.2f}, {r.sim_high:.2f}]")
 
 
-def exact_model_line(replicates: pd.DataFrame, real_seeds: int, target: float = 0.8) -> str:
+def exact_model_line(replicates: pd.DataFrame, real_seeds: int, strategies: int, target: float = 0.8) -> str:
     """What an exact simulator could be expected to show against these real seeds, as one line:
     ``analysis.stats.exact_model_tau`` from the real seeds' own agreement at the most seeds a
-    side, and the real seeds at which it would reach ``target``."""
+    side, the chance that it reaches ``target`` over ``strategies`` strategies, and the real seeds
+    at which it would reach ``target`` on average."""
     rows = replicates[np.isfinite(replicates["real_tau"])]
     if rows.empty:
         return "an exact simulator's expected tau: the real runs have too few seeds to split"
@@ -333,9 +334,11 @@ def exact_model_line(replicates: pd.DataFrame, real_seeds: int, target: float = 
     if not math.isfinite(expected):
         return f"an exact simulator's expected tau: the real seeds do not agree with each other at {m} a side"
     need = stats.seeds_for_tau(r.real_tau, m, target)
+    chance = stats.exact_model_pass_chance(r.real_tau, m, real_seeds, strategies, target)
     return (f"an exact simulator, extrapolated from the real seeds' own agreement at {m} a side (normal scores, "
-            f"tau = 2/pi asin r): expected tau {expected:.2f} against all {real_seeds} real seeds; "
-            f"{target:g} from about {math.ceil(need)} real seeds")
+            f"tau = 2/pi asin r): expected tau {expected:.2f} against all {real_seeds} real seeds, "
+            f"tau >= {target:g} in {chance:.0%} of boards; {target:g} on average from about {math.ceil(need)} "
+            f"real seeds")
 
 
 def spread_line(sim: pd.DataFrame, real: pd.DataFrame, reference: str = "grpo") -> str:

@@ -36,8 +36,8 @@ def add_parser(sub) -> None:
         "do. For m = 1 up to half the real seeds, over random splits: tau between two disjoint sets of m real "
         "seeds, and between m simulated seeds and m real ones (DIR/replicates.csv, one row per m, and "
         "DIR/replicates.png). From the real seeds' own agreement it prints the tau an exact simulator "
-        "would be expected to reach against all the real seeds, and how many real seeds an expected 0.8 "
-        "needs (analysis.stats.exact_model_tau). Also prints how far the reference's runs drift apart by "
+        "would be expected to reach against all the real seeds, how often it would reach 0.8, and how many "
+        "real seeds an expected 0.8 needs (analysis.stats.exact_model_tau). Also prints how far the reference's runs drift apart by "
         "seed on each side (the std over seeds of its accuracy gain). "
         "Beside the ranks, which differences the real seeds can resolve at all: per strategy, its held-out "
         "accuracy minus the reference's at equal rollouts, averaged over the reference's evaluations from "
@@ -169,7 +169,7 @@ def cmd_validate(args) -> int:
     if ranked:
         print(render(table, agreement))
         print(replicate_line(yardstick))
-        print(exact_model_line(yardstick, int(table["real_seeds"].min())))
+        print(exact_model_line(yardstick, int(table["real_seeds"].min()), len(table)))
     else:
         print(f"two strategies in both tables: no ranking to compare (Kendall's tau needs at least "
               f"{MIN_RANKED}); the paired differences only")

@@ -195,3 +195,23 @@ def test_exact_model_tau_matches_a_monte_carlo_of_its_model():
     assert np.mean([stats.kendall_tau(t, b) for t, b in zip(truth, board(truth, round(need)))]) == pytest.approx(0.8, abs=0.02)
     assert math.isnan(stats.exact_model_tau(0.0, 5, 20)) and math.isnan(stats.seeds_for_tau(-0.1, 5, 0.8))
     assert stats.exact_model_tau(1.0, 5, 20) == 1.0
+
+
+def test_exact_model_pass_chance_matches_boards_drawn_with_kendall_tau():
+    """The same model drawn independently, tau by ``kendall_tau``: per-seed noise 4x the spread
+    of the true scores, 17 strategies, split agreement at 5 seeds from the model itself. The
+    chance of tau >= 0.8 grows with the board's seeds, and the drawn boards agree with it."""
+    rng = np.random.default_rng(1)
+    k, noise, m = 17, 4.0, 5
+    split = 2 / math.pi * math.asin(1 / (1 + noise / m))
+    chances = []
+    for n in (10, 40, 160):
+        truth = rng.normal(0, 1, (3_000, k))
+        board = truth + rng.normal(0, math.sqrt(noise / n), truth.shape)
+        drawn = np.mean([stats.kendall_tau(t, b) >= 0.8 for t, b in zip(truth, board)])
+        chance = stats.exact_model_pass_chance(split, m, n, k, 0.8)
+        assert chance == pytest.approx(drawn, abs=0.03)
+        chances.append(chance)
+    assert chances[0] < 0.05 < chances[1] < chances[2]
+    assert stats.exact_model_pass_chance(1.0, m, 10, k, 0.8) == 1.0  # a noise-free board is the truth
+    assert math.isnan(stats.exact_model_pass_chance(0.0, m, 10, k, 0.8))

@@ -45,6 +45,7 @@ def test_validate_writes_three_files_and_prints_table(folders, tmp_path, capsys)
     assert (out / "replicates.png").read_bytes()[:4] == b"\x89PNG"
     assert ("at 1 seed a side (200 random splits; mean, and the middle of the splits): real seeds against other "
             "real seeds tau = 1.00 [1.00, 1.00], simulated seeds against real seeds 0.67 [0.67, 0.67]") in captured.out
+    assert "expected tau 1.00 against all 3 real seeds, tau >= 0.8 in 100% of boards" in captured.out
     # the paired differences at equal rollouts: every seed alike, so each is resolved
     differences = pd.read_csv(out / "paired.csv").set_index("strategy")
     assert differences["sim_diff"].to_dict() == pytest.approx({"a": 0.1, "b": 0.1, "c": 0.1})
