@@ -425,7 +425,8 @@ def pilot_fraction_ablation(table: pd.DataFrame, target: float, param: str = "pi
             ax.annotate("not reached", (v, 1.0), xycoords=("data", "axes fraction"), ha="center",
                         va="top", fontsize=6, color=color(name), rotation=90)
     others = table[table[col].isna()]
-    for ref in [r for r in references if r in set(others["strategy"])]:
+    present = set(pd.unique(others["strategy"]))
+    for ref in [r for r in references if r in present]:
         pt, boot = stats.rollouts_to_target(others[others["strategy"] == ref], target,
                                             n_boot=n_boot, seed=seed)
         if not np.isfinite(pt[ref]):

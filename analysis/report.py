@@ -540,34 +540,36 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
         if not sims or not reals:
             rep.skip("sim-vs-real ranking", "needs both env=sim and env=real tables; found "
                      + (", ".join(sorted({k[0] for k in mains})) or "none"))
-        for ks in sims:
-            for kr in reals:
-                (ms, ts_, boot_ts), (mr, tr_, boot_tr) = mains[ks], mains[kr]
-                both = pd.concat([ms, mr])
-                common = set(ms["strategy"]) & set(mr["strategy"])
-                what = f"sim-vs-real ranking ({ks[1]} vs {kr[1]})"
-                if len(common) < 2 or ts_ is None or tr_ is None:
-                    rep.skip(what, f"{len(common)} strategies in both (needs 2) or no target")
-                    continue
-                both = both[both["strategy"].isin(common)]
-                agree = stats.rank_agreement(ms[ms["strategy"].isin(common)], mr[mr["strategy"].isin(common)],
-                                             boot_ts, boot_tr, n_boot=n_boot, level=level, seed=seed)
-                _draw(rep, what, f"sim_vs_real_ranks__{_slug(ks[1], kr[1])}",
-                      f"Each strategy's rank by rollouts to target in the simulator ({ks[1]}, target "
-                      f"{ts_:.3f}) against its rank in the real environment ({kr[1]}, target {tr_:.3f}); "
-                      "rank 1 = fewest rollouts, a strategy that never reaches the target ranks last. "
-                      f"Kendall's tau-b = {agree['tau']:.2f} with a {pct} percentile-bootstrap interval "
-                      f"[{agree['low']:.2f}, {agree['high']:.2f}] (seeds redrawn within each environment, "
-                      f"{n_boot} resamples); a simulator ranking exactly as the real point estimate "
-                      f"would get [{agree['ceiling_low']:.2f}, {agree['ceiling_high']:.2f}] at these real "
-                      "seeds. With k strategies tau takes few values; "
-                      f"k = {len(common)} here.", formats,
-                      lambda: F.sim_vs_real_ranks(both, {"sim": ts_, "real": tr_}, agreement=agree,
-                                                  level=level))
-                for s, a, b in zip(agree["strategies"], agree["sim_rank"], agree["real_rank"]):
-                    rank_rows.append({"sim_scenario": ks[1], "real_scenario": kr[1], "strategy": s,
-                                      "sim_rank": a, "real_rank": b, "tau": agree["tau"],
-                                      "tau_low": agree["low"], "tau_high": agree["high"]})
+        # every simulated scenario against every real one: on a big tree the longest part
+        pairs = [(ks, kr) for ks in sims for kr in reals]
+        for ks, kr in progress_bar(pairs, unit="pair", desc="sim-vs-real rankings",
+                                   disable=not progress or not pairs):
+            (ms, ts_, boot_ts), (mr, tr_, boot_tr) = mains[ks], mains[kr]
+            both = pd.concat([ms, mr])
+            common = set(ms["strategy"]) & set(mr["strategy"])
+            what = f"sim-vs-real ranking ({ks[1]} vs {kr[1]})"
+            if len(common) < 2 or ts_ is None or tr_ is None:
+                rep.skip(what, f"{len(common)} strategies in both (needs 2) or no target")
+                continue
+            both = both[both["strategy"].isin(common)]
+            agree = stats.rank_agreement(ms[ms["strategy"].isin(common)], mr[mr["strategy"].isin(common)],
+                                         boot_ts, boot_tr, n_boot=n_boot, level=level, seed=seed)
+            _draw(rep, what, f"sim_vs_real_ranks__{_slug(ks[1], kr[1])}",
+                  f"Each strategy's rank by rollouts to target in the simulator ({ks[1]}, target "
+                  f"{ts_:.3f}) against its rank in the real environment ({kr[1]}, target {tr_:.3f}); "
+                  "rank 1 = fewest rollouts, a strategy that never reaches the target ranks last. "
+                  f"Kendall's tau-b = {agree['tau']:.2f} with a {pct} percentile-bootstrap interval "
+                  f"[{agree['low']:.2f}, {agree['high']:.2f}] (seeds redrawn within each environment, "
+                  f"{n_boot} resamples); a simulator ranking exactly as the real point estimate "
+                  f"would get [{agree['ceiling_low']:.2f}, {agree['ceiling_high']:.2f}] at these real "
+                  "seeds. With k strategies tau takes few values; "
+                  f"k = {len(common)} here.", formats,
+                  lambda: F.sim_vs_real_ranks(both, {"sim": ts_, "real": tr_}, agreement=agree,
+                                              level=level))
+            for s, a, b in zip(agree["strategies"], agree["sim_rank"], agree["real_rank"]):
+                rank_rows.append({"sim_scenario": ks[1], "real_scenario": kr[1], "strategy": s,
+                                  "sim_rank": a, "real_rank": b, "tau": agree["tau"],
+                                  "tau_low": agree["low"], "tau_high": agree["high"]})
     else:
         rep.skip("figures 1-5 and 7", "no results tables (runs.parquet / runs.csv) found")
 

@@ -327,6 +327,13 @@ def _noise_to_spread(split_tau: float, m: int) -> float:
     return m * (1 / r - 1) if r > 0 else math.nan
 
 
+def _common_strategies(first: pd.DataFrame, second: pd.DataFrame) -> list:
+    """The strategies of ``first``, in its order, that ``second`` runs too."""
+    # the set once: built per name, it walked the whole column each time (half of a figures run)
+    known = set(pd.unique(second["strategy"]))
+    return [s for s in pd.unique(first["strategy"]) if s in known]
+
+
 def _nan_worst(values) -> np.ndarray:
     """NaN (never reached) -> +inf, the worst score; +inf itself stays +inf."""
     v = np.asarray(values, dtype=float)
@@ -351,7 +358,7 @@ def rank_agreement(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float | No
     exactly as the real point estimate would get (tau between it and each real redraw), the
     best any simulator can show at these real seeds.
     """
-    common = [s for s in pd.unique(sim["strategy"]) if s in set(real["strategy"])]
+    common = _common_strategies(sim, real)
     if len(common) < 2:
         raise ValueError("fewer than two strategies in both tables: no ranking to compare")
     sim_pt, sim_boot = rollouts_to_target(sim[sim["strategy"].isin(common)], sim_target,
@@ -395,7 +402,7 @@ def replicate_agreement(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float
     simulated set and the first real set: their mean over the splits, and the middle ``level``
     of the splits (``*_low``, ``*_high``: the spread of one such comparison, not an interval of
     the mean). One row per m (``REPLICATE_COLUMNS``); empty when the real runs have < 2 seeds."""
-    common = [s for s in pd.unique(real["strategy"]) if s in set(sim["strategy"])]
+    common = _common_strategies(real, sim)
     if len(common) < 2:
         raise ValueError("fewer than two strategies in both tables: no ranking to compare")
     curves = {side: seed_curves(t[t["strategy"].isin(common)]) for side, t in (("sim", sim), ("real", real))}

@@ -49,7 +49,7 @@ def test_figures_end_to_end_on_compare_output(compare_dir, tmp_path, capsys):
     assert "scenario" not in capsys.readouterr().err
 
 
-def test_sim_real_ablation_and_trials(tmp_path):
+def test_sim_real_ablation_and_trials(tmp_path, capsys):
     """Hand tables in several folders: sim main + two pilot-fraction arms, real, and trials."""
     root = tmp_path / "results"
     hp = lambda f: {"fast": {"pilot_fraction": f}}  # noqa: E731
@@ -63,7 +63,9 @@ def test_sim_real_ablation_and_trials(tmp_path):
                   "params_pilot_fraction": [0.1, 0.3, 0.5]}).to_csv(root / "tune" / "trials.csv", index=False)
     (root / "tune" / "best.toml").write_text("# allocbench tune\n# objective rollouts: mean rollouts = 250\n")
     out = tmp_path / "figs"
-    written = build_report(root, out, n_boot=100, formats=("png",))
+    written = build_report(root, out, n_boot=100, formats=("png",), progress=True)
+    err = capsys.readouterr().err  # two bars: the scenarios, then the one sim-vs-real pair
+    assert "2/2" in err and "sim-vs-real rankings: 100%" in err and "1/1" in err
     names = {p.name for p in written}
     assert {"pilot_fraction_ablation__sim_hand.png", "sim_vs_real_ranks__hand_gsm8k.png",
             "trials_pilot_fraction__tune.png", "rank_agreement.csv"} <= names
