@@ -492,7 +492,7 @@ def sim_vs_real_ranks(table: pd.DataFrame, targets: dict | None = None, n_boot: 
     Kendall's tau and its seed-bootstrap interval. The table holds env=sim and env=real rows
     of one scenario each. Lines: the diagonal."""
     theme()
-    envs = set(table["env"])
+    envs = set(pd.unique(table["env"]))
     if not {"sim", "real"} <= envs:
         raise NoData("sim-vs-real ranking: needs both env=sim and env=real rows")
     parts = {e: table[table["env"] == e] for e in ("sim", "real")}

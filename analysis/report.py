@@ -546,7 +546,7 @@ def build_report(results: Path, out: Path, force: bool = False, target: float | 
                                    disable=not progress or not pairs):
             (ms, ts_, boot_ts), (mr, tr_, boot_tr) = mains[ks], mains[kr]
             both = pd.concat([ms, mr])
-            common = set(ms["strategy"]) & set(mr["strategy"])
+            common = set(pd.unique(ms["strategy"])) & set(pd.unique(mr["strategy"]))
             what = f"sim-vs-real ranking ({ks[1]} vs {kr[1]})"
             if len(common) < 2 or ts_ is None or tr_ is None:
                 rep.skip(what, f"{len(common)} strategies in both (needs 2) or no target")

@@ -268,18 +268,28 @@ def kendall_tau(x, y) -> float:
     +inf is an ordinary value, tied with other +inf). NaN when either has no two distinct
     values."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) != len(y):
+    if x.ndim != 1 or x.shape != y.shape:
         raise ValueError("kendall_tau needs two vectors of the same length")
-    i, j = np.triu_indices(len(x), k=1)
-    with np.errstate(invalid="ignore"):
-        dx = np.sign(np.where(x[i] == x[j], 0.0, x[i] - x[j]))
-        dy = np.sign(np.where(y[i] == y[j], 0.0, y[i] - y[j]))
-    s = float((dx * dy).sum())
-    n0 = len(i)
-    nx, ny = n0 - int((dx == 0).sum()), n0 - int((dy == 0).sum())
-    if nx == 0 or ny == 0:
-        return math.nan
-    return s / math.sqrt(nx * ny)
+    return float(kendall_taus(x[None], y[None])[0])
+
+
+def kendall_taus(x, y) -> np.ndarray:
+    """``kendall_tau`` of each row of ``x`` with the same row of ``y`` (2-D arrays of one
+    shape; a 1-D one is one row for every row of the other): the bootstraps' thousands of
+    taus at once."""
+    x, y = np.broadcast_arrays(np.atleast_2d(np.asarray(x, dtype=float)), np.atleast_2d(np.asarray(y, dtype=float)))
+    i, j = np.triu_indices(x.shape[1], k=1)
+
+    def signs(v: np.ndarray) -> np.ndarray:
+        a, b = v[:, i], v[:, j]
+        with np.errstate(invalid="ignore"):  # inf - inf: tied, and caught by a == b
+            return np.sign(np.where(a == b, 0.0, a - b))
+
+    dx, dy = signs(x), signs(y)
+    s = (dx * dy).sum(axis=1)
+    nx, ny = (dx != 0).sum(axis=1), (dy != 0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((nx == 0) | (ny == 0), np.nan, s / np.sqrt(nx.astype(float) * ny))
 
 
 def exact_model_tau(split_tau: float, m: int, n: int) -> float:
@@ -316,9 +326,7 @@ def exact_model_pass_chance(split_tau: float, m: int, n: int, strategies: int, t
     rng = np.random.default_rng(seed)
     truth = rng.normal(size=(draws, strategies))
     board = truth + rng.normal(scale=math.sqrt(noise / n), size=truth.shape)
-    i, j = np.triu_indices(strategies, k=1)  # normal scores have no ties: tau is the sign average
-    tau = (np.sign(truth[:, i] - truth[:, j]) * np.sign(board[:, i] - board[:, j])).mean(axis=1)
-    return float((tau >= target).mean())
+    return float((kendall_taus(truth, board) >= target).mean())
 
 
 def _noise_to_spread(split_tau: float, m: int) -> float:
@@ -368,11 +376,11 @@ def rank_agreement(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float | No
     s_pt, r_pt = _nan_worst([sim_pt[s] for s in common]), _nan_worst([real_pt[s] for s in common])
     # (n_boot, strategies): each draw's scores, not reached = worst
     sim_draws, real_draws = (_nan_worst(np.column_stack([boot[s] for s in common])) for boot in (sim_boot, real_boot))
-    taus = np.array([kendall_tau(s, r) for s, r in zip(sim_draws, real_draws)])
+    taus = kendall_taus(sim_draws, real_draws)
     # The ceiling: what a simulator that reproduced the real point ranking exactly, with no noise
     # of its own, would get against the same real redraws. Its interval's width is the real
     # seeds' share of the uncertainty, which no simulator can remove.
-    perfect = np.array([kendall_tau(r_pt, r) for r in real_draws])
+    perfect = kendall_taus(r_pt, real_draws)
     lo, hi = percentile_interval(taus, level)
     ceiling_lo, ceiling_hi = percentile_interval(perfect, level)
     return {"strategies": common, "sim_score": s_pt, "real_score": r_pt,
@@ -422,11 +430,11 @@ def replicate_agreement(sim: pd.DataFrame, real: pd.DataFrame, sim_target: float
         order = np.argsort(rng.random((n_splits, len(shared["real"]))), axis=1)
         first, second = (shared["real"][order[:, part]] for part in (slice(0, m), slice(m, 2 * m)))
         a, b = scores("real", first), scores("real", second)
-        real_taus = np.array([kendall_tau(x, y) for x, y in zip(a, b)])
+        real_taus = kendall_taus(a, b)
         sim_taus = np.full(n_splits, np.nan)
         if len(shared["sim"]) >= m:
             picked = shared["sim"][np.argsort(rng.random((n_splits, len(shared["sim"]))), axis=1)[:, :m]]
-            sim_taus = np.array([kendall_tau(x, y) for x, y in zip(scores("sim", picked), a)])
+            sim_taus = kendall_taus(scores("sim", picked), a)
         row = {"seeds_per_side": m, "splits": n_splits}
         for side, taus in (("real", real_taus), ("sim", sim_taus)):
             finite = taus[np.isfinite(taus)]

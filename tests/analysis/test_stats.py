@@ -86,6 +86,29 @@ def test_kendall_tau_by_hand():
     assert math.isnan(stats.kendall_tau([1, 1], [1, 2]))
 
 
+def test_kendall_taus_row_by_row():
+    x = np.array([[1, 2, 3, 4], [1, 2, 3, 4], [1, np.inf, np.inf, 5], [2, 2, 2, 2]])
+    y = np.array([[4, 3, 2, 1], [1, 3, 2, 4], [1, 2, 3, 4], [1, 2, 3, 4]])
+    taus = stats.kendall_taus(x, y)
+    assert taus[:3] == pytest.approx([-1.0, 4 / 6, stats.kendall_tau(x[2], y[2])]) and math.isnan(taus[3])
+    assert stats.kendall_taus([1, 2, 3, 4], y) == pytest.approx([-1.0, 4 / 6, 1.0, 1.0])  # one row for every row
+    rng = np.random.default_rng(0)  # ties and +inf: as the one-pair-of-vectors tau, row by row
+    a, b = rng.integers(0, 4, (200, 6)).astype(float), rng.integers(0, 4, (200, 6)).astype(float)
+    a[a == 3] = np.inf
+    assert np.allclose(stats.kendall_taus(a, b), [_tau_pairs(p, q) for p, q in zip(a, b)], equal_nan=True)
+
+
+def _tau_pairs(x, y) -> float:
+    """Kendall's tau-b pair by pair, as the textbook writes it: the reference for the rows."""
+    s = tx = ty = n = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            sx = 0 if x[i] == x[j] else np.sign(x[i] - x[j])
+            sy = 0 if y[i] == y[j] else np.sign(y[i] - y[j])
+            s, n, tx, ty = s + sx * sy, n + 1, tx + (sx == 0), ty + (sy == 0)
+    return s / math.sqrt((n - tx) * (n - ty)) if n > tx and n > ty else math.nan
+
+
 def test_ranks_put_unreached_last():
     assert stats.ranks([300.0, np.nan, 100.0, np.inf]).tolist() == [2.0, 3.5, 1.0, 3.5]
 
