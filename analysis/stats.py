@@ -337,7 +337,8 @@ def _noise_to_spread(split_tau: float, m: int) -> float:
 
 def _common_strategies(first: pd.DataFrame, second: pd.DataFrame) -> list:
     """The strategies of ``first``, in its order, that ``second`` runs too."""
-    # the set once: built per name, it walked the whole column each time (half of a figures run)
+    # the set once: built per name, it walked the whole column each time (half of the figures
+    # command's sim-vs-real phase)
     known = set(pd.unique(second["strategy"]))
     return [s for s in pd.unique(first["strategy"]) if s in known]
 
